@@ -1,0 +1,221 @@
+"""Typed configuration: what to train on, which model, how to train.
+
+A recipe is plain YAML with three sections (data, model, train) whose keys are the fields below. Command-line
+overrides are `section.key=value` (e.g. `data.root=/data/camvid train.epochs=5`); values are parsed as YAML
+scalars and checked against the field's type. Unknown keys and wrong types stop with a `ConfigError`
+naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pixelwise.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    format: str = "synthetic"            # a key of pixelwise.data.formats.FORMATS
+    root: str = "default"                 # dataset folder (or name/seed for synthetic)
+    train_split: str = "train"
+    val_split: str = "val"
+    classes: list[str] | None = None      # override the dataset's class names
+    crop_size: int = 256                  # square training crop
+    resize: int | None = None             # shorter side resized to this before cropping (None = keep)
+    scale_range: tuple[float, float] = (0.75, 1.5)
+    hflip: bool = True
+    rotate: float = 0.0                   # max degrees of random rotation
+    color_jitter: float = 0.2             # brightness/contrast/saturation strength, 0 = off
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    num_workers: int = 2
+    val_resize: int | None = None         # shorter side for validation images (None = full size)
+    limit: int | None = None              # use only the first N training images (quick runs)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "unet"                    # a key of pixelwise.models.MODELS
+    encoder: str | None = None            # timm encoder name where the architecture takes one
+    pretrained: str | None = None         # timm hub name, 'imagenet', or a local weights file
+    kwargs: dict[str, Any] = field(default_factory=dict)  # architecture-specific options
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 8
+    optimizer: str = "adamw"              # adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: str = "poly"                # poly | cosine | constant
+    warmup_epochs: float = 0.0
+    poly_power: float = 0.9
+    loss: str = "ce"                      # cross-entropy
+    class_weights: list[float] | None = None
+    label_smoothing: float = 0.0
+    amp: str = "auto"                     # auto | off | bf16 | fp16
+    clip_grad: float | None = 1.0
+    val_every: int = 1
+    seed: int = 0
+    deterministic: bool = False
+    time_limit_min: float | None = None   # stop after this many minutes (the current epoch is finished)
+    log_every: int = 10
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_type(key: str, value: Any, tp: Any) -> Any:
+    """Return value coerced to tp where the coercion is lossless (int -> float, list -> tuple), else raise."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        for arg in typing.get_args(tp):
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(key, value, arg)
+            except ConfigError:
+                pass
+        raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis and len(args) != len(value):
+            raise ConfigError(f"config key '{key}': expected {len(args)} values, got {len(value)}")
+        item_types = args if origin is tuple and args and args[-1] is not Ellipsis else [args[0] if args else Any] * len(value)
+        items = [_check_type(key, v, t) for v, t in zip(value, item_types)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        return dict(value)
+    if isinstance(tp, type):
+        if tp is int and isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected int, got {value!r}")
+        if isinstance(value, tp):
+            return value
+    raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _build(cls: type, values: dict, prefix: str):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"config key '{prefix}{key}' does not exist (known: {', '.join(sorted(names))})")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{prefix}{key}': expected a mapping, got {value!r}")
+            kwargs[key] = _build(tp, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _check_type(prefix + key, value, tp)
+    return cls(**kwargs)
+
+
+CHOICES = {
+    ("train", "optimizer"): ("adamw", "sgd"),
+    ("train", "schedule"): ("poly", "cosine", "constant"),
+    ("train", "amp"): ("auto", "off", "bf16", "fp16"),
+}
+POSITIVE = {("train", "epochs"), ("train", "batch_size"), ("train", "lr"), ("data", "crop_size"),
+            ("train", "val_every")}
+
+
+def config_from_dict(values: dict) -> Config:
+    """Build a Config from nested plain data, checking every key, type and enumerated value."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"config must be a mapping with sections data/model/train, got {type(values).__name__}")
+    cfg = _build(Config, values, "")
+    for (section, key), allowed in CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise ConfigError(f"config key '{section}.{key}': '{value}' is not one of {', '.join(allowed)}")
+    for section, key in POSITIVE:
+        if getattr(getattr(cfg, section), key) <= 0:
+            raise ConfigError(f"config key '{section}.{key}': must be positive")
+    lo, hi = cfg.data.scale_range
+    if not 0 < lo <= hi:
+        raise ConfigError(f"config key 'data.scale_range': expected 0 < low <= high, got {cfg.data.scale_range}")
+    return cfg
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """Apply `section.key=value` strings to nested plain data (values parsed as YAML scalars)."""
+    values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}': expected KEY=VALUE, e.g. train.epochs=5")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        parts = key.split(".")
+        node = values
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a section")
+        node[parts[-1]] = value
+    return values
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML recipe (or start from defaults), apply overrides, validate."""
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping with sections data/model/train")
+    values = apply_overrides(values, overrides or [])
+    try:
+        return config_from_dict(values)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    data = cfg.to_dict()
+    Path(path).write_text(yaml.safe_dump(_plain(data), sort_keys=False))
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x

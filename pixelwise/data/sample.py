@@ -1,0 +1,48 @@
+"""The one record every dataset reader yields.
+
+A `Sample` holds an RGB image and whatever truth the dataset has: a semantic map, instance masks, or both
+(panoptic truth is the pair). Inside the library the void label is always 255 (`IGNORE_INDEX`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+IGNORE_INDEX = 255
+
+
+@dataclass
+class Instances:
+    """Object instances of one image.
+
+    masks: bool (K, H, W), one mask per object; class_ids: int64 (K,), the semantic class of each.
+    """
+
+    masks: np.ndarray
+    class_ids: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.masks.ndim != 3 or len(self.masks) != len(self.class_ids):
+            raise ValueError(f"instances: masks {self.masks.shape} do not match {len(self.class_ids)} class ids")
+
+    def __len__(self) -> int:
+        return len(self.class_ids)
+
+
+@dataclass
+class Sample:
+    """One image and its truth.
+
+    image: uint8 (H, W, 3) RGB. semantic: int64 (H, W) class ids with 255 = void, or None.
+    instances: `Instances` or None. meta: free-form (at least `path` and `name` when read from disk).
+    """
+
+    image: np.ndarray
+    semantic: np.ndarray | None = None
+    instances: Instances | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name", ""))

@@ -1,0 +1,94 @@
+"""Train and eval presets on torchvision.transforms.v2: image and label map move together.
+
+`build_transform(cfg, train)` returns a callable Sample -> (image float32 (3,H,W) normalized,
+target int64 (H,W) with 255 = void). Geometric ops act on both (labels resized with nearest neighbour and
+padded with 255); photometric ops act on the image only.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from pixelwise.config import DataConfig
+from pixelwise.data.sample import IGNORE_INDEX, Sample
+
+FILL = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}
+
+
+class RandomScale(v2.Transform):
+    """Resize by a factor drawn uniformly from [lo, hi] (both sides by the same factor)."""
+
+    def __init__(self, lo: float, hi: float):
+        super().__init__()
+        self.lo, self.hi = lo, hi
+
+    def make_params(self, flat_inputs):
+        h, w = v2.query_size(flat_inputs)
+        s = random.uniform(self.lo, self.hi)
+        return {"size": [max(1, round(h * s)), max(1, round(w * s))]}
+
+    def transform(self, inpt, params):
+        return self._call_kernel(F.resize, inpt, params["size"], antialias=True)
+
+
+def _to_tv(sample: Sample):
+    image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(sample.image)).permute(2, 0, 1))
+    if sample.semantic is None:
+        raise ValueError(f"{sample.meta.get('path', sample.name)}: sample has no semantic labels")
+    target = tv_tensors.Mask(torch.from_numpy(np.asarray(sample.semantic, dtype=np.int64)))
+    return image, target
+
+
+def build_transform(cfg: DataConfig, train: bool):
+    """The preset for training (augmenting) or evaluation (resize only, if asked)."""
+    ops: list = []
+    if train:
+        if cfg.resize:
+            ops.append(v2.Resize(cfg.resize, antialias=True))
+        if cfg.scale_range and tuple(cfg.scale_range) != (1.0, 1.0):
+            ops.append(RandomScale(*cfg.scale_range))
+        if cfg.rotate:
+            ops.append(v2.RandomRotation(cfg.rotate, fill=FILL))
+        ops.append(v2.RandomCrop(cfg.crop_size, pad_if_needed=True, fill=FILL))
+        if cfg.hflip:
+            ops.append(v2.RandomHorizontalFlip())
+        if cfg.color_jitter:
+            j = cfg.color_jitter
+            ops.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j, hue=min(0.05, j / 4)))
+    elif cfg.val_resize:
+        ops.append(v2.Resize(cfg.val_resize, antialias=True))
+    ops += [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+            v2.Normalize(mean=list(cfg.mean), std=list(cfg.std))]
+    pipeline = v2.Compose(ops)
+
+    def apply(sample: Sample):
+        image, target = pipeline(*_to_tv(sample))
+        return image.as_subclass(torch.Tensor), target.as_subclass(torch.Tensor).long()
+
+    return apply
+
+
+def normalize_image(image: np.ndarray, mean, std) -> torch.Tensor:
+    """uint8 (H,W,3) -> float32 (1,3,H,W) normalized, as the eval preset does."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return ((x - m) / s).unsqueeze(0)
+
+
+def pad_collate(batch):
+    """Stack (image, target) pairs of different sizes: images padded with 0, targets with 255."""
+    images, targets = zip(*batch)
+    h = max(t.shape[-2] for t in targets)
+    w = max(t.shape[-1] for t in targets)
+    x = images[0].new_zeros((len(images), 3, h, w))
+    y = targets[0].new_full((len(targets), h, w), IGNORE_INDEX)
+    for i, (im, t) in enumerate(zip(images, targets)):
+        x[i, :, :im.shape[-2], :im.shape[-1]] = im
+        y[i, :t.shape[-2], :t.shape[-1]] = t
+    return x, y

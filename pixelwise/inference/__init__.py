@@ -1,0 +1,1 @@
+"""Inference: the Predictor (model directory -> label maps)."""

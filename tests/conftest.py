@@ -1,0 +1,28 @@
+"""Shared fixtures. Real datasets live in ../shared/data beside the checkout; tests that need them skip
+with a reason on a user's machine, and fail under CI (CI=true), where the data must be present."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def shared_dataset(name: str) -> Path:
+    """Path to ../shared/data/NAME, or skip (fail under CI) when it is missing."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but the real dataset {path} is missing")
+        pytest.skip(f"real dataset {path} not present (it sits in ../shared/data beside the checkout)")
+    return path
+
+
+@pytest.fixture
+def camvid_root() -> Path:
+    return shared_dataset("camvid")
