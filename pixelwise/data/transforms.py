@@ -75,7 +75,10 @@ def build_transform(cfg: DataConfig, train: bool):
 
 def normalize_image(image: np.ndarray, mean, std) -> torch.Tensor:
     """uint8 (H,W,3) -> float32 (1,3,H,W) normalized, as the eval preset does."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
+    image = np.ascontiguousarray(image)
+    if not image.flags.writeable:
+        image = image.copy()
+    x = torch.from_numpy(image).permute(2, 0, 1).float().div_(255)
     m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
     return ((x - m) / s).unsqueeze(0)

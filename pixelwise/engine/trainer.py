@@ -45,6 +45,18 @@ class TrainResult:
     last_val: dict | None
 
 
+class EpochSampler(RandomSampler):
+    """A shuffling sampler whose order is a function of (seed, epoch), so a resumed run sees the same
+    order as an uninterrupted one (DistributedSampler does the same under DDP)."""
+
+    def __init__(self, data, seed: int):
+        super().__init__(data, generator=torch.Generator())
+        self.seed = seed
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed + epoch)
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -123,7 +135,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
     if info.world > 1:
         sampler = DistributedSampler(train_data, info.world, info.rank, shuffle=True, seed=tc.seed)
     else:
-        sampler = RandomSampler(train_data, generator=torch.Generator().manual_seed(tc.seed))
+        sampler = EpochSampler(train_data, tc.seed)
     loader = DataLoader(train_data, batch_size=per_proc, sampler=sampler, num_workers=cfg.data.num_workers,
                         collate_fn=pad_collate, drop_last=len(train_data) >= tc.batch_size,
                         persistent_workers=cfg.data.num_workers > 0)
@@ -155,8 +167,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
     last_val = None
     epoch = start_epoch - 1
     for epoch in range(start_epoch, tc.epochs):
-        if isinstance(sampler, DistributedSampler):
-            sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         t0 = time.time()
         loss_sum = _train_epoch(train_model, loader, criterion, optimizer, scheduler, scaler, amp, tc, info,
                                 desc=f"epoch {epoch + 1}/{tc.epochs}", progress=progress)

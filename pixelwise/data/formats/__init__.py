@@ -1,0 +1,151 @@
+"""On-disk dataset formats, each chosen as FORMAT:ROOT.
+
+FORMATS maps a format name to its reader: `reader(root: Path, split: str, **options) -> SegmentationDataset`.
+One module per format; adding a format is one module and one line here.
+
+The helpers below are what every reader shares: finding folders, pairing an image with its mask, turning raw
+mask values into labels (void -> 255) and checking each loaded pair, so every format reports problems alike.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from pixelwise.data.dataset import SegmentationDataset
+from pixelwise.data.io import read_image, read_mask
+from pixelwise.data.sample import IGNORE_INDEX, Sample
+from pixelwise.errors import DataError
+
+FORMATS: dict[str, Callable[..., SegmentationDataset]] = {}
+VIRTUAL = {"synthetic"}  # formats generated in memory: ROOT is a name/seed, not a folder
+
+
+def parse_spec(spec: str) -> tuple[str, Path]:
+    """'camvid:/data/camvid' -> ('camvid', Path('/data/camvid')). A bare path means the 'folder' format."""
+    fmt, sep, root = spec.partition(":")
+    if not sep:
+        fmt, root = "folder", spec
+    if fmt not in FORMATS:
+        raise DataError(f"{spec}: unknown dataset format '{fmt}' (known: {', '.join(sorted(FORMATS))})")
+    return fmt, Path(root).expanduser()
+
+
+def open_dataset(spec: str, split: str = "train", **options) -> SegmentationDataset:
+    """Open a dataset given as FORMAT:ROOT for one split."""
+    fmt, root = parse_spec(spec)
+    if fmt not in VIRTUAL and not root.exists():
+        raise DataError(f"{root}: dataset folder not found (from '{spec}')")
+    reader = FORMATS[fmt]
+    params = inspect.signature(reader).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        accepted = [name for name in params][2:]
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise DataError(f"{spec}: unknown option(s) {', '.join(unknown)} for format '{fmt}'"
+                            f" (accepted: {', '.join(accepted) or 'none'})")
+    return reader(root, split, **options)
+
+
+# ---- helpers shared by the readers -------------------------------------------------------------------------
+
+def require_dir(path: Path, what: str) -> Path:
+    """`path` if it is a folder, else a DataError naming it."""
+    if not path.is_dir():
+        raise DataError(f"{path}: {what} folder not found")
+    return path
+
+
+def unknown_split(root: Path, split: str, known: Iterable[str]) -> DataError:
+    known = sorted(known)
+    return DataError(f"{root}: no split '{split}' (found: {', '.join(known) if known else 'none'})")
+
+
+def label_lut(mapping: dict[int, int], size: int = 256) -> np.ndarray:
+    """Raw mask value -> label lookup table; -1 marks raw values that may not occur."""
+    lut = np.full(size, -1, dtype=np.int64)
+    for raw, label in mapping.items():
+        lut[raw] = label
+    return lut
+
+
+def identity_lut(num_classes: int, void: Iterable[int] = ()) -> np.ndarray:
+    """0..num_classes-1 keep their value; 255 and the `void` values become 255."""
+    mapping = {i: i for i in range(num_classes)} | {v: IGNORE_INDEX for v in (*void, IGNORE_INDEX)}
+    return label_lut(mapping)
+
+
+def apply_lut(raw: np.ndarray, lut: np.ndarray, path: Path, expected: str) -> np.ndarray:
+    """Map raw mask values through `lut`; a DataError names the file and the values it may not hold."""
+    inside = (raw >= 0) & (raw < len(lut))
+    labels = np.where(inside, lut[np.clip(raw, 0, len(lut) - 1)], -1)
+    bad = labels < 0
+    if bad.any():
+        values = np.unique(raw[bad])
+        shown = ", ".join(str(v) for v in values[:10]) + (" ..." if len(values) > 10 else "")
+        raise DataError(f"{path}: label values out of range: {shown} ({int(bad.sum())} pixels; expected {expected})")
+    return labels
+
+
+def check_size(image: np.ndarray, mask: np.ndarray, image_path: Path, mask_path: Path) -> None:
+    if image.shape[:2] != mask.shape[:2]:
+        (h, w), (mh, mw) = image.shape[:2], mask.shape[:2]
+        raise DataError(f"{mask_path}: mask is {mw}x{mh} but its image {image_path} is {w}x{h} (WxH)")
+
+
+def load_pair(image_path: Path, mask_path: Path, to_labels: Callable[[Path], np.ndarray], **meta) -> Sample:
+    """Read an image and its mask (decoded by `to_labels`), check they agree, return a Sample."""
+    image = read_image(image_path)
+    semantic = to_labels(mask_path)
+    check_size(image, semantic, image_path, mask_path)
+    meta = {"path": str(image_path), "name": image_path.stem, "mask_path": str(mask_path), **meta}
+    return Sample(image=image, semantic=semantic, meta=meta)
+
+
+# Loaders are partials of module-level functions, not closures, so datasets pickle into DataLoader workers
+# under any start method (spawn, forkserver).
+
+def _index_labels(lut: np.ndarray, expected: str, path: Path) -> np.ndarray:
+    return apply_lut(read_mask(path), lut, path, expected)
+
+
+def index_mask_loader(lut: np.ndarray, expected: str) -> Callable[[Path], np.ndarray]:
+    """Mask decoder for index PNGs: read, then map raw values through `lut`."""
+    return partial(_index_labels, lut, expected)
+
+
+def _load_record(to_labels: Callable[[Path], np.ndarray], record: tuple) -> Sample:
+    return load_pair(record[0], record[1], to_labels, **(record[2] if len(record) > 2 else {}))
+
+
+def pair_loader(to_labels: Callable[[Path], np.ndarray]) -> Callable[[tuple], Sample]:
+    """load(record) for records (image_path, mask_path[, meta dict])."""
+    return partial(_load_record, to_labels)
+
+
+def require_records(records: list, where: Path, split: str) -> list:
+    if not records:
+        raise DataError(f"{where}: no images found for split '{split}' (empty dataset)")
+    return records
+
+
+def _open_synthetic(root, split, **options):
+    from pixelwise.data.synthetic import open_synthetic  # imported on use: the generator is optional here
+
+    return open_synthetic(root, split, **options)
+
+
+from pixelwise.data.formats import ade20k, camvid, cityscapes, colormask, folder, voc  # noqa: E402
+
+FORMATS.update({
+    "folder": folder.open_folder,
+    "colormask": colormask.open_colormask,
+    "camvid": camvid.open_camvid,
+    "voc": voc.open_voc,
+    "cityscapes": cityscapes.open_cityscapes,
+    "ade20k": ade20k.open_ade20k,
+    "synthetic": _open_synthetic,
+})

@@ -1,0 +1,99 @@
+"""`folder`: images and index masks paired by file stem (the format for your own data).
+
+    ROOT/classes.txt                     class names, one per line (or pass classes=[...]); required
+    ROOT/images/a.jpg  ROOT/masks/a.png  index PNG masks (palette or greyscale), 255 = void
+    ROOT/train/{images,masks}/ ...       optional per-split folders
+    ROOT/A/{images,masks}/ ...           optional groups (e.g. one per scene tile), read together
+    ROOT/val.txt or ROOT/splits/val.txt  optional split lists: one stem (or GROUP/stem) per line, '#' comments
+
+Also accepted: image/ or img/ for images; mask/, labels/, label/ or annotations/ for masks.
+Split: ROOT/SPLIT/{images,masks} when present; else the pairs under ROOT filtered by SPLIT.txt when present;
+else 'all' and 'train' give every pair (a set without split information is training data) and any other split
+is a DataError. 'all' always gives every pair under ROOT.
+Options: classes=[...], palette=[...], mask_suffix='_mask' (mask stem = image stem + suffix),
+remap={raw: label} (e.g. ISBI membranes: remap={255: 1}, classes=['membrane', 'cell']).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pixelwise.data.classes import read_class_file
+from pixelwise.data.dataset import SegmentationDataset
+from pixelwise.data.formats import identity_lut, index_mask_loader, label_lut, pair_loader, require_records
+from pixelwise.data.io import IMAGE_SUFFIXES, list_images
+from pixelwise.errors import DataError
+
+IMAGE_DIRS = ("images", "image", "img")
+MASK_DIRS = ("masks", "mask", "labels", "label", "annotations")
+SPLIT_NAMES = {"train", "val", "valid", "validation", "test", "training", "testing"}
+
+
+def _pair_dirs(base: Path) -> tuple[Path, Path] | None:
+    images = next((base / d for d in IMAGE_DIRS if (base / d).is_dir()), None)
+    masks = next((base / d for d in MASK_DIRS if (base / d).is_dir()), None)
+    return (images, masks) if images and masks else None
+
+
+def _split_list(root: Path, split: str) -> set[str] | None:
+    for path in (root / f"{split}.txt", root / "splits" / f"{split}.txt"):
+        if path.is_file():
+            lines = (ln.strip() for ln in path.read_text().splitlines())
+            return {str(Path(t).with_suffix("")) if Path(t).suffix.lower() in IMAGE_SUFFIXES else t
+                    for t in lines if t and not t.startswith("#")}
+    return None
+
+
+def find_pairs(root: Path, split: str, mask_suffix: str = "") -> list[tuple[Path, Path, dict]]:
+    """(image, mask, meta) for a split of the folder layout above; DataError on any image without a mask."""
+    if split != "all" and (root / split).is_dir() and _pair_dirs(root / split):
+        groups, keep = [(root / split, "")], None
+    else:
+        groups = [(root, "")] if _pair_dirs(root) else [
+            (d, d.name) for d in sorted(root.iterdir()) if d.is_dir() and _pair_dirs(d)]
+        if not groups:
+            raise DataError(f"{root}: no images/ + masks/ folders (looked in ROOT, ROOT/{split}, ROOT/*)")
+        keep = None if split == "all" else _split_list(root, split)
+        per_split = any(name in SPLIT_NAMES for _, name in groups)
+        if keep is None and split != "all" and (split != "train" or per_split):
+            known = [name for _, name in groups if name in SPLIT_NAMES] or ["all", "train"]
+            raise DataError(f"{root}: no split '{split}' (no {root / split}/ folder nor {split}.txt list;"
+                            f" found: {', '.join(known)})")
+    pairs = []
+    for base, group in groups:
+        image_dir, mask_dir = _pair_dirs(base)
+        # a .png mask wins over another file with the same stem (sorted last, so it overwrites)
+        masks = {p.stem: p for p in sorted(list_images(mask_dir), key=lambda p: p.suffix.lower() == ".png")}
+        for image in list_images(image_dir):
+            key = f"{group}/{image.stem}" if group else image.stem
+            if keep is not None and key not in keep and image.stem not in keep:
+                continue
+            mask = masks.get(image.stem + mask_suffix)
+            if mask is None:
+                raise DataError(f"{image}: image has no mask (expected {mask_dir / (image.stem + mask_suffix)}.png)")
+            pairs.append((image, mask, {"group": group} if group else {}))
+    if keep is not None:
+        found = {f"{m.get('group')}/{i.stem}" if m else i.stem for i, _, m in pairs} | {i.stem for i, _, _ in pairs}
+        missing = sorted(keep - found)
+        if missing:
+            raise DataError(f"{root}: split list '{split}' names {len(missing)} image(s) not found, e.g. {missing[0]}")
+    return require_records(pairs, root, split)
+
+
+def open_folder(root: Path, split: str, classes: list[str] | None = None, palette=None,
+                mask_suffix: str = "", remap: dict[int, int] | None = None) -> SegmentationDataset:
+    """Read the folder layout (see the module docstring)."""
+    root = Path(root)
+    if classes is None:
+        if not (root / "classes.txt").is_file():
+            raise DataError(f"{root}: no classes.txt (one class name per line); write one or pass classes=[...]")
+        classes = read_class_file(root / "classes.txt")
+    if not classes:
+        raise DataError(f"{root}: the class list is empty")
+    pairs = find_pairs(root, split, mask_suffix)
+    lut = identity_lut(len(classes))
+    if remap:
+        lut = label_lut({i: int(v) for i, v in enumerate(lut) if v >= 0} | {int(k): int(v) for k, v in remap.items()})
+    expected = f"0..{len(classes) - 1}, 255 = void" + (f", remapped {remap}" if remap else "")
+    load = pair_loader(index_mask_loader(lut, expected))
+    return SegmentationDataset(pairs, load, list(classes), [tuple(c) for c in palette or []],
+                               name=f"folder:{root} [{split}]")

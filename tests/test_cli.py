@@ -1,0 +1,96 @@
+"""The CLI's exact forms, end to end on tiny synthetic data, and its one-line errors."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixelwise.cli import main
+
+RECIPE = """
+data: {format: synthetic, root: "3", crop_size: 48, num_workers: 0, limit: 8}
+model: {name: unet, kwargs: {base_channels: 4, depth: 2}}
+train: {epochs: 1, batch_size: 4, lr: 0.01}
+"""
+
+
+def run(argv, capsys):
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as exc:
+        code = exc.code or 0
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    recipe = root / "tiny.yaml"
+    recipe.write_text(RECIPE)
+    main(["train", str(recipe), "train.epochs=2", "--out", str(root / "run"), "--no-report"])
+    return root
+
+
+def test_train_eval_predict(run_dir, capsys, tmp_path):
+    assert (run_dir / "run" / "best" / "model.safetensors").is_file()
+    assert (run_dir / "run" / "last" / "model.safetensors").is_file()
+    out_json = tmp_path / "scores.json"
+    code, out, _ = run(["eval", str(run_dir / "run" / "best"), "--data", "synthetic:3", "--split", "val",
+                        "--json", str(out_json)], capsys)
+    assert code == 0 and "mIoU" in out
+    scores = json.loads(out_json.read_text())
+    assert 0 <= scores["miou"] <= 1 and 0 <= scores["pixel_acc"] <= 1 and len(scores["per_class_iou"]) == 6
+    img = tmp_path / "in" / "a.png"
+    img.parent.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(img)
+    code, out, _ = run(["predict", str(run_dir / "run" / "best"), str(img), "--out", str(tmp_path / "pred"),
+                        "--overlay"], capsys)
+    assert code == 0
+    mask = Image.open(tmp_path / "pred" / "a.png")
+    assert mask.mode == "P" and mask.size == (50, 40)
+    assert (tmp_path / "pred" / "a_overlay.png").is_file()
+
+
+def test_eval_writes_report(run_dir, capsys, tmp_path):
+    code, out, _ = run(["eval", str(run_dir / "run"), "--data", "synthetic:3", "--report", str(tmp_path / "rep")],
+                       capsys)
+    assert code == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "Per-class IoU" in text and (tmp_path / "rep" / "confusion.png").is_file()
+
+
+def test_predict_reports_unreadable_files_and_goes_on(run_dir, capsys, tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(good)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(good.read_bytes()[:40])
+    code, out, err = run(["predict", str(run_dir / "run" / "best"), str(good), str(bad), "--out",
+                          str(tmp_path / "o")], capsys)
+    assert code == 1 and "bad.png" in out + err
+    assert (tmp_path / "o" / "good.png").is_file()
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["train", "{recipe}", "train.epochz=1", "--out", "{tmp}/r"], "train.epochz' does not exist"),
+    (["train", "{tmp}/missing.yaml", "--out", "{tmp}/r"], "missing.yaml: config file not found"),
+    (["eval", "{tmp}/nomodel", "--data", "synthetic:3"], "not a pixelwise model directory"),
+    (["eval", "{run}/best", "--data", "camvid:{tmp}/nodata"], "dataset folder not found"),
+    (["eval", "{run}/best", "--data", "nosuchformat:/x"], "unknown dataset format"),
+])
+def test_errors_are_one_line(argv, fragment, run_dir, capsys, tmp_path):
+    recipe = run_dir / "tiny.yaml"
+    argv = [a.format(recipe=recipe, tmp=tmp_path, run=run_dir / "run") for a in argv]
+    code, out, err = run(argv, capsys)
+    assert code == 2
+    assert fragment in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_no_traceback_from_the_console_script(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pixelwise", "train", str(tmp_path / "x.yaml"), "--out",
+                           str(tmp_path / "r")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "x.yaml" in proc.stderr
