@@ -61,12 +61,13 @@ class TrainConfig:
     loss: str = "ce"                      # cross-entropy
     class_weights: list[float] | None = None
     label_smoothing: float = 0.0
-    amp: str = "auto"                     # auto | off | bf16 | fp16
+    amp: str = "auto"                     # auto | off | bf16 | fp16 (auto: bf16 on CUDA and bf16-capable CPUs)
+    channels_last: bool = True            # NHWC activations: faster convolutions on CPU and tensor cores
     clip_grad: float | None = 1.0
     val_every: int = 1
     seed: int = 0
     deterministic: bool = False
-    time_limit_min: float | None = None   # stop after this many minutes (the current epoch is finished)
+    time_limit_min: float | None = None   # training-time budget in minutes: LR decays by time, stops at 0
     log_every: int = 10
 
 

@@ -18,7 +18,7 @@ def demo_config(minutes: float = 1.0) -> Config:
                         color_jitter=0.1, num_workers=0),
         model=ModelConfig(name="unet", kwargs={"base_channels": 16, "depth": 3}),
         train=TrainConfig(epochs=60, batch_size=8, lr=3e-3, schedule="poly", warmup_epochs=1,
-                          val_every=3, time_limit_min=minutes, amp="off"),
+                          val_every=3, time_limit_min=minutes),
     )
 
 

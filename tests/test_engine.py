@@ -151,3 +151,27 @@ def test_schedules():
     assert lr_factor(9, 100, "poly", warmup=10) == pytest.approx(1.0)
     assert lr_factor(100, 100, "poly") == pytest.approx(0.0)
     assert lr_factor(50, 100, "cosine") == pytest.approx(0.5)
+
+
+def test_budget_scheduler_decays_by_time_and_resumes():
+    from pixelwise.engine.schedules import BudgetScheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = BudgetScheduler(opt, total=1000, schedule="poly", power=1.0, budget_s=10.0)
+    sched.step(elapsed=5.0)  # 1 step of 1000, but half the time: LR follows time
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5, abs=1e-3)
+    assert not sched.done
+    state = sched.state_dict()
+    again = BudgetScheduler(opt, total=1000, schedule="poly", power=1.0, budget_s=10.0)
+    again.load_state_dict(state)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5, abs=1e-3) and again.elapsed == 5.0
+    again.step(elapsed=10.5)
+    assert again.done and opt.param_groups[0]["lr"] == pytest.approx(0.0)
+
+
+def test_time_budget_stops_training_and_validates(tmp_path):
+    cfg = tiny_config(epochs=1000, time_limit_min=0.05)
+    cfg.train.val_every = 500
+    result = train(cfg, tmp_path / "t", progress=False)
+    assert result.epochs_done < 1000
+    assert result.best_epoch == result.epochs_done  # the final epoch was validated

@@ -65,3 +65,12 @@ def broadcast_flag(flag: bool, device) -> bool:
     t = torch.tensor([int(flag)], device=device)
     dist.broadcast(t, 0)
     return bool(t.item())
+
+
+def broadcast_value(value: float, device) -> float:
+    """Rank 0's value on every rank."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(t, 0)
+    return float(t.item())

@@ -29,6 +29,7 @@ from pixelwise.engine.evaluate import evaluate_logits_fn, model_logits_fn
 from pixelwise.engine.logging import append_jsonl, plot_curves, read_jsonl
 from pixelwise.engine.schedules import build_optimizer, build_scheduler
 from pixelwise.errors import ConfigError, DataError, TrainingError
+from pixelwise.hardware import cpu_has_fast_bf16
 from pixelwise.losses import build_loss
 from pixelwise.models import create_model
 
@@ -67,8 +68,8 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for training. 'auto' = bf16 (or fp16) on CUDA; fp32 on CPU, where bf16 autocast
-    for training measured no faster than fp32 on our 2-core AMX machines (casts dominate small layers)."""
+    """Autocast dtype for training. 'auto' = bf16 (or fp16) on CUDA; bf16 on CPUs with native bf16 units
+    (AMX / AVX-512 BF16), fp32 elsewhere. Weights and optimizer state stay fp32 either way."""
     if amp == "off":
         return None
     if amp == "bf16":
@@ -80,7 +81,7 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return None
+        return torch.bfloat16 if cpu_has_fast_bf16() else None
     raise ConfigError(f"config key 'train.amp': unknown value '{amp}' (auto, off, bf16, fp16)")
 
 
@@ -128,6 +129,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
     spec, train_ds, val_ds = _datasets(cfg)
     classes = list(cfg.data.classes or train_ds.classes)
     model = create_model(cfg.model.name, len(classes), **model_kwargs(cfg)).to(info.device)
+    if tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     criterion = build_loss(tc, len(classes)).to(info.device)
 
     per_proc = max(1, tc.batch_size // info.world)
@@ -142,7 +145,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
     steps = len(loader)
     total = tc.epochs * steps
     optimizer = build_optimizer(model.parameters(), tc.optimizer, tc.lr, tc.weight_decay, tc.momentum)
-    scheduler = build_scheduler(optimizer, total, tc.schedule, int(tc.warmup_epochs * steps), tc.poly_power)
+    budget_s = tc.time_limit_min * 60 if tc.time_limit_min else None
+    scheduler = build_scheduler(optimizer, total, tc.schedule, int(tc.warmup_epochs * steps), tc.poly_power, budget_s)
     amp = resolve_amp(tc.amp, info.device)
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp == torch.float16)
 
@@ -169,14 +173,18 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
     for epoch in range(start_epoch, tc.epochs):
         sampler.set_epoch(epoch)
         t0 = time.time()
+        clock = _Clock(scheduler.elapsed)
         loss_sum = _train_epoch(train_model, loader, criterion, optimizer, scheduler, scaler, amp, tc, info,
-                                desc=f"epoch {epoch + 1}/{tc.epochs}", progress=progress)
+                                desc=f"epoch {epoch + 1}/{tc.epochs}", progress=progress, clock=clock)
         seconds = time.time() - t0
         record = {"epoch": epoch + 1, "train_loss": loss_sum, "lr": optimizer.param_groups[0]["lr"],
                   "seconds": round(seconds, 2), "images_per_s": round(steps * tc.batch_size / seconds, 2)}
-        if val_ds is not None and ((epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs):
+        out_of_time = scheduler.done
+        final = out_of_time or epoch + 1 == tc.epochs
+        if val_ds is not None and ((epoch + 1) % tc.val_every == 0 or final):
             model.eval()
-            last_val = evaluate_logits_fn(model_logits_fn(model, amp), val_ds, val_tf, len(classes),
+            # validation in fp32 whatever the training precision: the figures then equal `pixelwise eval`
+            last_val = evaluate_logits_fn(model_logits_fn(model), val_ds, val_tf, len(classes),
                                           info.device, rank=info.rank, world=info.world, progress=progress)
             model.train()
             record["val"] = {k: last_val[k] for k in ("miou", "pixel_acc", "mean_acc", "fw_iou", "per_class_iou")}
@@ -197,8 +205,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
                 if "val" in record:
                     msg += f"  val mIoU {record['val']['miou']:.4f}  pixel acc {record['val']['pixel_acc']:.4f}"
                 tqdm.write(msg)
-        out_of_time = tc.time_limit_min is not None and (time.time() - t_start) / 60 > tc.time_limit_min
-        if ddp.broadcast_flag(out_of_time, info.device):
+        if out_of_time:
             if progress:
                 tqdm.write(f"time limit of {tc.time_limit_min} min reached after epoch {epoch + 1}")
             break
@@ -208,13 +215,27 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
     return TrainResult(out, best, best_epoch, epoch + 1, time.time() - t_start, last_val)
 
 
-def _train_epoch(model, loader, criterion, optimizer, scheduler, scaler, amp, tc, info, desc, progress) -> float:
+class _Clock:
+    """Training seconds for the time budget: those of earlier sessions (resume) plus this one's."""
+
+    def __init__(self, before: float):
+        self.before, self.t0 = before, time.time()
+
+    def __call__(self, info: ddp.DistInfo) -> float:
+        elapsed = self.before + time.time() - self.t0
+        return ddp.broadcast_value(elapsed, info.device)  # every rank follows rank 0's clock
+
+
+def _train_epoch(model, loader, criterion, optimizer, scheduler, scaler, amp, tc, info, desc, progress,
+                 clock: _Clock) -> float:
     model.train()
     total, count = 0.0, 0
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     t0 = time.time()
     for step, (images, targets) in enumerate(bar):
         images, targets = images.to(info.device, non_blocking=True), targets.to(info.device, non_blocking=True)
+        if tc.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(info.device.type, dtype=amp, enabled=amp is not None):
             out = model(images)
         if isinstance(out, dict):
@@ -235,9 +256,11 @@ def _train_epoch(model, loader, criterion, optimizer, scheduler, scaler, amp, tc
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad)
         scaler.step(optimizer)
         scaler.update()
-        scheduler.step()
+        scheduler.step(clock(info) if scheduler.budget_s else None)
         total += loss.item()
         count += 1
+        if scheduler.done:
+            break  # time budget spent: end the epoch here, validate and save
         if progress and (step % tc.log_every == 0 or step + 1 == len(loader)):
             ips = (step + 1) * images.shape[0] * info.world / max(1e-6, time.time() - t0)
             bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
