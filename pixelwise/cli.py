@@ -193,6 +193,16 @@ def predict(model_dir: str, images: tuple[str, ...], out: str, overlay: bool, de
         sys.exit(1)
 
 
+def one_line(exc: Exception) -> str:
+    """The error's own message. An error raised inside a DataLoader worker comes back wrapped in the
+    worker's traceback text; its last line holds the original message."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text.strip().replace("\n", " ")
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="pixelwise", standalone_mode=False)
@@ -203,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except PixelwiseError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted (checkpoints already written are complete)", err=True)

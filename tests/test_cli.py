@@ -94,3 +94,22 @@ def test_no_traceback_from_the_console_script(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pixelwise", "train", str(tmp_path / "x.yaml"), "--out",
                            str(tmp_path / "r")], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "x.yaml" in proc.stderr
+
+
+def test_bad_mask_inside_a_dataloader_worker_is_one_line(tmp_path, capsys):
+    root = tmp_path / "ds"
+    for split in ("train", "val"):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "masks").mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(root / split / "images" / f"{i}.png")
+            size = (12, 16) if (split, i) == ("train", 2) else (16, 16)  # one mask of the wrong size
+            Image.fromarray(np.zeros(size, np.uint8)).save(root / split / "masks" / f"{i}.png")
+    (root / "classes.txt").write_text("a\nb\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"data: {{format: folder, root: '{root}', crop_size: 16, num_workers: 1}}\n"
+                      "model: {name: unet, kwargs: {base_channels: 4, depth: 2}}\ntrain: {epochs: 1, batch_size: 2}\n")
+    code, out, err = run(["train", str(recipe), "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and "Traceback" not in err
+    errors = [ln for ln in err.replace("\r", "\n").splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "2.png" in errors[0] and "16x12" in errors[0]
