@@ -1,0 +1,113 @@
+"""Architectures: `MODELS` maps a name to a builder `builder(num_classes, **kwargs) -> nn.Module`.
+
+Adding an architecture is one file in this package and one line in `MODELS`; the parametrized model
+test picks it up. Every model maps (N, 3, H, W) floats to logits (N, num_classes, H, W) for any H, W.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from pixelwise.errors import ModelError
+from pixelwise.models import deeplab, fastfcn, fcn, segmenter, segnet, unet
+from pixelwise.models.base import SegmentationModel
+from pixelwise.models.encoders import create_encoder, encoder_norm
+from pixelwise.models.flops import count_gflops, count_params
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "unet": unet.unet,
+    "fcn32s": fcn.fcn32s,
+    "fcn16s": fcn.fcn16s,
+    "fcn8s": fcn.fcn8s,
+    "segnet": segnet.segnet,
+    "segnet_basic": segnet.segnet_basic,
+    "deeplabv1": deeplab.deeplabv1,
+    "deeplabv2": deeplab.deeplabv2,
+    "deeplabv3": deeplab.deeplabv3,
+    "deeplabv3plus": deeplab.deeplabv3plus,
+    "fastfcn": fastfcn.fastfcn,
+    "segmenter": segmenter.segmenter,
+}
+
+__all__ = ["MODELS", "SegmentationModel", "count_gflops", "count_params", "create_encoder", "create_model",
+           "encoder_norm", "list_models", "model_info", "model_paper"]
+
+
+def list_models() -> list[str]:
+    """Registered architecture names, in the order they entered the field's history (MODELS order)."""
+    return list(MODELS)
+
+
+def create_model(name: str, num_classes: int, kwargs: Mapping[str, Any] | None = None, **options: Any) -> nn.Module:
+    """Build architecture `name` with `num_classes` output channels; options go to its builder.
+
+    The model gets `pixelwise_arch = {"name", "num_classes", "kwargs"}` (JSON-serialisable), so
+    `create_model(**model.pixelwise_arch)` rebuilds the same architecture for loading a saved state dict.
+    `pretrained` is left out of the recorded kwargs: a rebuilt model gets its weights from the saved file.
+    Unknown names and options raise ModelError.
+    """
+    if name not in MODELS:
+        raise ModelError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ModelError(f"model {name!r}: num_classes must be a positive integer, got {num_classes!r}")
+    options = {**dict(kwargs or {}), **options}
+    builder = MODELS[name]
+    params = inspect.signature(builder).parameters
+    allowed = [p for p in params if p != "num_classes"]
+    for key in options:
+        if key not in allowed:
+            raise ModelError(f"model {name!r} has no option {key!r}; its options: {', '.join(allowed)}")
+    try:
+        model = builder(num_classes, **options)
+    except ModelError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"model {name!r} with {options}: {exc}") from exc
+    recorded = {k: _jsonable(v) for k, v in options.items() if k != "pretrained"}
+    try:
+        json.dumps(recorded)
+    except TypeError as exc:
+        raise ModelError(f"model {name!r}: options must be plain values (numbers, strings, lists): {exc}") from exc
+    model.pixelwise_arch = {"name": name, "num_classes": num_classes, "kwargs": recorded}
+    return model
+
+
+def model_paper(name: str) -> str:
+    """Title and arXiv id of the paper architecture `name` follows (its module's PAPERS / PAPER)."""
+    if name not in MODELS:
+        raise ModelError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+    builder = MODELS[name]
+    module = sys.modules[builder.__module__]
+    return getattr(module, "PAPERS", {}).get(builder.__name__) or getattr(module, "PAPER", "")
+
+
+def model_info(name: str, num_classes: int = 21, size: int = 512, **options: Any) -> dict[str, Any]:
+    """{"name", "params", "gflops", "paper"} of architecture `name` with its defaults (or `options`).
+
+    gflops: one forward of a 1x3xsize x size input, in multiply-accumulates (1 multiply-add = 1 FLOP,
+    the papers' and fvcore's convention; see `count_gflops`). Built on the meta device: no weights are
+    allocated, so even the 134M-parameter FCN-8s costs milliseconds.
+    """
+    with torch.device("meta"):
+        model = create_model(name, num_classes, **options)
+    return {"name": name, "params": count_params(model), "gflops": round(count_gflops(model, size), 2),
+            "paper": model_paper(name)}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value

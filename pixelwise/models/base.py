@@ -1,0 +1,54 @@
+"""SegmentationModel: encoder -> decoder -> head, logits at the input size, for any input size."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pixelwise.models.blocks import resize
+from pixelwise.models.encoders import encoder_norm
+
+
+class SegmentationModel(nn.Module):
+    """The one model class every architecture builds.
+
+    forward: x float (N, in_chans, H, W), any H and W ->
+        logits (N, num_classes, H, W), or {"out": logits, "aux": aux_logits} in training mode when the
+        model has an auxiliary head (deep supervision); eval mode always gives the tensor.
+
+    The input is zero-padded on the right and bottom to a multiple of `stride` (the factor the
+    encoder-decoder needs for its feature maps to line up), run through
+    `head(decoder(encoder(x)))`, bilinearly resized to the padded size when the head's output is
+    coarser, and cropped back to (H, W). The encoder returns whatever its decoder consumes (a list of
+    feature maps, shallow to deep); `aux_head`, when given, takes that same list.
+
+    Attributes: `stride`, `num_classes`, `encoder_name` (timm name or None), `norm` = (mean, std) the
+    encoder's pretrained weights expect.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, head: nn.Module, num_classes: int, stride: int,
+                 aux_head: nn.Module | None = None, encoder_name: str | None = None):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.head = head
+        self.aux_head = aux_head
+        self.num_classes = num_classes
+        self.stride = int(stride)
+        self.encoder_name = encoder_name
+        self.norm = encoder_norm(encoder_name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        if x.ndim != 4:
+            raise ValueError(f"expected an (N, C, H, W) batch, got shape {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        pad_h, pad_w = -h % self.stride, -w % self.stride
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        size = x.shape[-2:]
+        features = self.encoder(x)
+        logits = resize(self.head(self.decoder(features)), size)[..., :h, :w]
+        if self.aux_head is not None and self.training:
+            aux = resize(self.aux_head(features), size)[..., :h, :w]
+            return {"out": logits, "aux": aux}
+        return logits
