@@ -37,6 +37,7 @@ class DataConfig:
     num_workers: int = 2
     val_resize: int | None = None         # shorter side for validation images (None = full size)
     limit: int | None = None              # use only the first N training images (quick runs)
+    task: str | None = None               # semantic | panoptic (None: from the model, see pixelwise.tasks)
 
 
 @dataclass
@@ -58,7 +59,7 @@ class TrainConfig:
     schedule: str = "poly"                # poly | cosine | constant
     warmup_epochs: float = 0.0
     poly_power: float = 0.9
-    loss: str = "ce"                      # cross-entropy
+    loss: str | dict[str, float] = "ce"  # ce, dice, focal, lovasz, ohem, or a weighted sum {ce: 1, dice: 0.5}
     class_weights: list[float] | None = None
     label_smoothing: float = 0.0
     amp: str = "auto"                     # auto | off | bf16 | fp16 (auto: bf16 on CUDA and bf16-capable CPUs)
