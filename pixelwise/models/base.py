@@ -36,7 +36,7 @@ class SegmentationModel(nn.Module):
         self.num_classes = num_classes
         self.stride = int(stride)
         self.encoder_name = encoder_name
-        self.norm = encoder_norm(encoder_name)
+        self.norm = getattr(encoder, "norm", None) or encoder_norm(encoder_name)  # what its weights expect
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         if x.ndim != 4:

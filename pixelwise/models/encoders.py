@@ -23,6 +23,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from pixelwise.errors import ModelError
+from pixelwise.models.pypi_weights import PYPI_NORM, pypi_available, pypi_state
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 # Wrappers that training code puts around a state dict's keys (DDP, torch.compile, Lightning, pixelwise).
@@ -76,6 +77,12 @@ def create_encoder(name: str, pretrained: bool | str | os.PathLike | None = None
     if output_stride != 32:
         kwargs["output_stride"] = output_stride
     source = _weights_source(name, pretrained)
+    if source == PYPI:
+        net = _build(name, None, kwargs, output_stride)
+        load_encoder_weights(net, name, pypi_state(name), kwargs, source=f"PyPI weights for {name}")
+        enc = Encoder(net, name)
+        enc.norm = PYPI_NORM
+        return enc
     if name.startswith("vgg") and not isinstance(source, str):
         # features_only drops VGG's 120M-parameter fc6/fc7 after building them; build them 1 channel wide
         # instead (timm's hub loader needs the full-size ones, a local file does not).
@@ -85,7 +92,9 @@ def create_encoder(name: str, pretrained: bool | str | os.PathLike | None = None
         raise ModelError(f"encoder {name!r} does not support output_stride={output_stride} (it cannot dilate)")
     if isinstance(source, Path):
         load_encoder_weights(net, name, read_weights(source), kwargs, source=str(source))
-    return Encoder(net, name)
+    enc = Encoder(net, name)
+    enc.norm = encoder_norm(name)
+    return enc
 
 
 def encoder_norm(name: str | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -180,15 +189,22 @@ def pretrained_full_state(name: str, pretrained: bool | str | os.PathLike) -> di
     source = _weights_source(name, pretrained)
     if source is None:
         return {}
+    if source == PYPI:
+        return pypi_state(name)
     if isinstance(source, Path):
         return _timm_filter(name, read_weights(source), {})
     return _build(name, source, {}, 32).state_dict()
+
+
+PYPI = "<pypi>"  # marker: weights from pixelwise.models.pypi_weights
 
 
 def _weights_source(name: str, pretrained) -> None | str | Path:
     """None (random init), a timm model name with tag to download, or a local Path."""
     if pretrained is None or pretrained is False:
         return None
+    if pretrained == "pypi" or (pretrained in (True, "imagenet") and pypi_available(name)):
+        return PYPI  # offline ImageNet weights from a PyPI package (pixelwise.models.pypi_weights)
     if pretrained is True or pretrained == "imagenet":
         return name
     if isinstance(pretrained, os.PathLike) or (
