@@ -24,12 +24,17 @@ _API = {
     "train": "pixelwise.engine.trainer",
     "load_config": "pixelwise.config",
 }
-__all__ = [*_API, "__version__"]
+__all__ = [*_API, *_MODULES, "__version__"]
+
+
+_MODULES = ("classical", "models", "metrics", "losses", "viz")  # submodules reachable as pw.NAME
 
 
 def __getattr__(name: str):
     if name in _API:
         return getattr(import_module(_API[name]), name)
+    if name in _MODULES:
+        return import_module(f"pixelwise.{name}")
     raise AttributeError(f"module 'pixelwise' has no attribute '{name}'")
 
 
