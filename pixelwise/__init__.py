@@ -24,10 +24,10 @@ _API = {
     "train": "pixelwise.engine.trainer",
     "load_config": "pixelwise.config",
 }
-__all__ = [*_API, *_MODULES, "__version__"]
 
 
 _MODULES = ("classical", "models", "metrics", "losses", "viz")  # submodules reachable as pw.NAME
+__all__ = [*_API, *_MODULES, "__version__"]
 
 
 def __getattr__(name: str):
