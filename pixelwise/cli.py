@@ -87,36 +87,76 @@ def train(config: str, overrides: tuple[str, ...], out: str, resume: bool, devic
 
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    click.echo(f"trained {result.epochs_done} epochs in {result.seconds / 60:.1f} min; best val mIoU "
-               f"{result.best_miou:.4f} at epoch {result.best_epoch}; best model in {Path(out) / 'best'}")
+    key = "mIoU" if result.best_key == "miou" else result.best_key.upper()
+    click.echo(f"trained {result.epochs_done} epochs in {result.seconds / 60:.1f} min; best val {key} "
+               f"{result.best_score:.4f} at epoch {result.best_epoch}; best model in {Path(out) / 'best'}")
     if report and result.best_epoch > 0:
         from pixelwise.data.formats import open_dataset
         from pixelwise.inference.predictor import Predictor
         from pixelwise.report import write_report
 
-        val = open_dataset(f"{cfg.data.format}:{cfg.data.root}", cfg.data.val_split)
+        from pixelwise.engine.trainer import dataset_options
+
+        val = open_dataset(f"{cfg.data.format}:{cfg.data.root}", cfg.data.val_split, **dataset_options(cfg))
         path = write_report(Predictor.from_dir(Path(out) / "best", device=device), val, out,
                             title=f"{cfg.model.name} on {val.name}", curves=Path(out) / "training_curves.png")
         click.echo(f"report: {path}")
 
 
+def inference_options(fn):
+    """--precision, --tile, --overlap, --tta: how the Predictor runs (eval and predict)."""
+    options = [
+        click.option("--precision", default="auto", show_default=True,
+                     type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+                     help="auto: bf16 on GPUs and bf16-capable CPUs after a check against fp32, else fp32."),
+        click.option("--tile", type=click.IntRange(min=1), default=None,
+                     help="Run images larger than this many pixels as overlapping tiles (bounded memory)."),
+        click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.25, show_default=True,
+                     help="Tile overlap, as a fraction of a tile."),
+        click.option("--tta", default=None, help="Test-time augmentation: flip and/or scales, e.g. flip,0.75,1,1.25."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 @cli.command("eval")
-@click.argument("model_dir", type=click.Path())
+@click.argument("model_dir", type=click.Path(), required=False)
+@click.option("--task", default="semantic", show_default=True, type=click.Choice(["semantic", "panoptic", "instance"]),
+              help="panoptic: PQ/SQ/RQ (+ mIoU, mask AP, DSB score); instance: mask AP.")
+@click.option("--pred", type=click.Path(dir_okay=False),
+              help="Score these predictions instead of a model: COCO-panoptic JSON (PNG folder beside it) or "
+                   "COCO instance results JSON, against --data coco-panoptic:GT_JSON / coco-instance:GT_JSON.")
+@click.option("--images", "images_dir", type=click.Path(file_okay=False), help="Images folder for coco-* data.")
+@click.option("--method", default="components", show_default=True, type=click.Choice(["components", "watershed"]),
+              help="How a semantic model's label map becomes instances (--task panoptic|instance).")
 @click.option("--data", "spec", required=True, help="Dataset as FORMAT:ROOT.")
 @click.option("--split", default="val", show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write scores as JSON.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Write report.md into this folder.")
 @click.option("--device", default=None)
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16", "fp16"]))
-def eval_cmd(model_dir: str, spec: str, split: str, json_out: str | None, report_dir: str | None,
-             device: str | None, precision: str) -> None:
-    """Score a saved model on a dataset split; prints a per-class table."""
+@inference_options
+def eval_cmd(model_dir: str | None, task: str, pred: str | None, images_dir: str | None, method: str, spec: str,
+             split: str, json_out: str | None, report_dir: str | None, device: str | None, precision: str,
+             tile: int | None, overlap: float, tta: str | None) -> None:
+    """Score a saved model on a dataset split (or predictions made elsewhere, --pred); prints a table."""
+    if pred and task == "semantic":
+        raise click.UsageError("--pred needs --task panoptic or --task instance")
+    if task != "semantic":
+        from pixelwise.tasks.commands import run_eval
+
+        click.echo(run_eval(task, model_dir, spec, split, pred, images_dir, json_out, device, precision, method))
+        return
+    if model_dir is None:
+        raise click.UsageError("missing MODEL_DIR (or --pred with predictions to score)")
     from pixelwise.data.formats import open_dataset
     from pixelwise.engine.evaluate import evaluate
     from pixelwise.inference.predictor import Predictor
 
     dataset = open_dataset(spec, split)
-    predictor = Predictor.from_dir(model_dir, device=device, precision=precision)
+    predictor = Predictor.from_dir(model_dir, device=device, precision=precision, tile=tile, overlap=overlap,
+                                   tta=tta)
+    click.echo(f"running: {predictor.describe()}", err=True)
     scores = evaluate(predictor, dataset, progress=True)
     click.echo(format_scores(scores))
     if json_out:
@@ -160,37 +200,129 @@ def expand_images(items: tuple[str, ...]) -> list[Path]:
 @click.argument("images", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--overlay", is_flag=True, help="Also write colour overlays with a legend.")
+@click.option("--task", default="semantic", show_default=True, type=click.Choice(["semantic", "panoptic"]),
+              help="panoptic: instance-shaded overlays with contours, COCO panoptic PNG + JSON, instances.json.")
+@click.option("--method", default="components", show_default=True, type=click.Choice(["components", "watershed"]),
+              help="How a semantic model's label map becomes instances (--task panoptic).")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["png", "npy", "rle"]),
+              help="Outputs: index PNG (default), NumPy label map, COCO RLE JSON; repeat for several.")
+@click.option("--overwrite", is_flag=True, help="Predict again images whose outputs exist (default: skip them).")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0), help="Image-decoding processes.")
 @click.option("--device", default=None)
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16", "fp16"]))
-def predict(model_dir: str, images: tuple[str, ...], out: str, overlay: bool, device: str | None,
-            precision: str) -> None:
-    """Write index-PNG masks (and overlays) for images, folders or globs."""
-    from tqdm import tqdm
+@inference_options
+def predict(model_dir: str, images: tuple[str, ...], out: str, overlay: bool, task: str, method: str,
+            formats: tuple[str, ...], overwrite: bool, workers: int, device: str | None, precision: str,
+            tile: int | None, overlap: float, tta: str | None) -> None:
+    """Write index-PNG masks (and overlays) for images, folders or globs; --task panoptic: see its help."""
+    if task == "panoptic":
+        from pixelwise.tasks.commands import run_predict_panoptic
 
-    from pixelwise.data.io import read_image, write_index_png
+        paths = expand_images(images)
+        if not paths:
+            raise PixelwiseError(f"no images found in {' '.join(images)}")
+        done, failed = run_predict_panoptic(model_dir, paths, out, device, precision, method)
+        click.echo(f"wrote {done} panoptic predictions to {out}" + (f"; {len(failed)} failed" if failed else ""))
+        if failed:
+            sys.exit(1)
+        return
+    from pixelwise.inference.batch import predict_files
     from pixelwise.inference.predictor import Predictor
-    from pixelwise.viz import save_png
 
-    predictor = Predictor.from_dir(model_dir, device=device, precision=precision)
+    predictor = Predictor.from_dir(model_dir, device=device, precision=precision, tile=tile, overlap=overlap,
+                                   tta=tta)
     paths = expand_images(images)
     if not paths:
         raise PixelwiseError(f"no images found in {' '.join(images)}")
-    out_dir = Path(out)
-    failed = []
-    for path in tqdm(paths, desc="predict", disable=len(paths) < 2):
-        try:
-            image = read_image(path)
-        except PixelwiseError as exc:
-            failed.append(str(exc))
-            tqdm.write(f"skipped: {exc}")
-            continue
-        pred = predictor.predict(image)
-        write_index_png(out_dir / f"{path.stem}.png", pred.semantic, predictor.palette)
-        if overlay:
-            save_png(out_dir / f"{path.stem}_overlay.png", pred.overlay(image))
-    click.echo(f"wrote {len(paths) - len(failed)} masks to {out_dir}" + (f"; {len(failed)} failed" if failed else ""))
+    formats = list(formats or ("png",)) + (["overlay"] if overlay else [])
+    result = predict_files(predictor, paths, out, formats, overwrite=overwrite, num_workers=workers)
+    failed = result.failed
+    click.echo(f"wrote {len(result.written)} predictions to {out}"
+               + (f"; skipped {len(result.skipped)} already done" if result.skipped else "")
+               + (f"; {len(failed)} failed" if failed else ""))
     if failed:
         sys.exit(1)
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path())
+@click.option("--onnx", "onnx_path", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@click.option("--opset", default=17, show_default=True, type=int)
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Compare onnxruntime with torch on random images of other sizes and batch.")
+def export(model_dir: str, onnx_path: str, opset: int, check: bool) -> None:
+    """Export a model to ONNX (dynamic batch/height/width, normalisation inside; input float 0..255 RGB NCHW)."""
+    from pixelwise.export import export_onnx
+
+    report = export_onnx(model_dir, onnx_path, opset=opset, check=check)
+    click.echo(f"wrote {report['path']} (opset {opset}, outputs {', '.join(report['outputs'])})")
+    for c in report["checks"]:
+        click.echo(f"onnxruntime vs torch, input {'x'.join(map(str, c['shape']))}: max abs logit diff "
+                   f"{c['max_abs_diff']:.3g} (logits up to {c['max_abs_logit']:.3g}), argmax agreement "
+                   f"{c['argmax_agreement']:.4%}")
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path())
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless told).")
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers-threads", "--worker-threads", "worker_threads", default=1, show_default=True, type=int,
+              help="Predictions run at the same time.")
+@click.option("--queue", "queue_size", default=8, show_default=True, type=int,
+              help="Requests that may wait for a worker; beyond that: 503 + Retry-After.")
+@click.option("--timeout", "timeout_s", default=60.0, show_default=True, help="Seconds per request (then 504).")
+@click.option("--max-upload-mb", default=20.0, show_default=True, type=float)
+@click.option("--max-pixels", default=50e6, show_default=True, type=float, help="Largest width x height accepted.")
+@click.option("--tile", default=1024, show_default=True, type=int, help="Tile size for large images (0: off).")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available).")
+def serve(model_dir: str, host: str, port: int, worker_threads: int, queue_size: int, timeout_s: float,
+          max_upload_mb: float, max_pixels: float, tile: int, precision: str, device: str | None) -> None:
+    """Serve a model: a web page at / and a REST API (POST /v1/segment, GET /v1/model, GET /healthz)."""
+    from pixelwise.serve import ServeSettings, serve as run_server
+
+    settings = ServeSettings(host=host, port=port, worker_threads=worker_threads, queue_size=queue_size,
+                             timeout_s=timeout_s, max_upload_mb=max_upload_mb, max_pixels=int(max_pixels),
+                             tile=tile or None, precision=precision, device=device)
+    click.echo(f"loading {model_dir}; the page will be at http://{host}:{port}/ (Ctrl-C stops)")
+    run_server(model_dir, settings)
+
+
+def parse_params(items: tuple[str, ...]) -> dict:
+    """KEY=VALUE pairs -> dict, values parsed as YAML scalars (numbers, booleans, lists)."""
+    import yaml
+
+    params = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise PixelwiseError(f"parameter '{item}': expected KEY=VALUE, e.g. sigma=2")
+        params[key] = yaml.safe_load(raw)
+    return params
+
+
+@cli.command()
+@click.argument("method")
+@click.argument("args", nargs=-1)
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder (required unless METHOD is 'list').")
+@click.option("--overlay", is_flag=True, help="Also write overlays with region boundaries.")
+def classic(method: str, args: tuple[str, ...], out: str | None, overlay: bool) -> None:
+    """Classical segmentation: pixelwise classic METHOD IMAGE... [KEY=VALUE ...] --out DIR.
+
+    `pixelwise classic list` shows the methods and their parameters (e.g. sigma=2).
+    """
+    from pixelwise.classical import list_methods, method_params
+    from pixelwise.classical.cli import run_classic
+
+    if method == "list":
+        for name in list_methods():
+            click.echo(f"{name:<16} {method_params(name)}")
+        return
+    if not args or not out:
+        raise PixelwiseError("classic: give images and --out DIR, e.g. pixelwise classic otsu img.png --out masks/")
+    params = parse_params(tuple(a for a in args if "=" in a and not Path(a).exists()))
+    images = [str(p) for p in expand_images(tuple(a for a in args if not ("=" in a and not Path(a).exists())))]
+    written = run_classic(method, images, out, overlay=overlay, params=params)
+    click.echo(f"wrote {len(written)} files to {out}")
 
 
 def one_line(exc: Exception) -> str:

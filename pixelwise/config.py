@@ -23,9 +23,10 @@ from pixelwise.errors import ConfigError
 class DataConfig:
     format: str = "synthetic"            # a key of pixelwise.data.formats.FORMATS
     root: str = "default"                 # dataset folder (or name/seed for synthetic)
-    train_split: str = "train"
+    train_split: str = "train"            # a split name, or a slice of one: "all[:18]", "train[100:]"
     val_split: str = "val"
     classes: list[str] | None = None      # override the dataset's class names
+    options: dict[str, Any] = field(default_factory=dict)  # reader options, e.g. {remap: {255: 1}}
     crop_size: int = 256                  # square training crop
     resize: int | None = None             # shorter side resized to this before cropping (None = keep)
     scale_range: tuple[float, float] = (0.75, 1.5)

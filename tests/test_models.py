@@ -31,6 +31,8 @@ SMALL: dict[str, dict] = {
     "deeplabv3plus": dict(encoder="resnet18", multi_grid=[1, 2, 4]),
     "fastfcn": dict(encoder="resnet18", width=32),
     "segmenter": dict(encoder="vit_tiny_patch16_384"),
+    "panoptic_deeplab": dict(encoder="resnet18", aspp_channels=32, decoder_channels=32, instance_decoder_channels=16,
+                             head_channels=8),
 }
 # Further variants worth the same checks.
 VARIANTS = [
@@ -77,6 +79,11 @@ def _out(y):
     return y["out"] if isinstance(y, dict) else y
 
 
+def _all(y):
+    """Every output as one tensor: panoptic models return a dict of named maps in eval mode too."""
+    return torch.cat([y[k] for k in sorted(y)], 1) if isinstance(y, dict) else y
+
+
 @pytest.mark.parametrize("name,kwargs", CASES, ids=[f"{n}-{'-'.join(map(str, k.values())) or 'default'}"
                                                      for n, k in CASES])
 def test_model(name, kwargs, tmp_path):
@@ -94,8 +101,13 @@ def test_model(name, kwargs, tmp_path):
     target = torch.randint(0, num_classes, (2, 35, 45))
     loss = torch.nn.functional.cross_entropy(_out(y), target)
     if isinstance(y, dict):
-        assert y["aux"].shape == (2, num_classes, 35, 45)
-        loss = loss + 0.4 * torch.nn.functional.cross_entropy(y["aux"], target)
+        for key, value in y.items():  # "aux": deep supervision; others (panoptic "center", "offset"): any loss
+            if key == "aux":
+                assert value.shape == (2, num_classes, 35, 45)
+                loss = loss + 0.4 * torch.nn.functional.cross_entropy(value, target)
+            elif key != "out":
+                assert value.shape[0] == 2 and value.shape[-2:] == (35, 45)
+                loss = loss + value.float().square().mean()
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -105,10 +117,10 @@ def test_model(name, kwargs, tmp_path):
     model.eval()
     with torch.no_grad():
         out = model(torch.randn(1, 3, 64, 64))
-        assert isinstance(out, torch.Tensor) and out.shape == (1, num_classes, 64, 64)
+        assert (isinstance(out, torch.Tensor) or "aux" not in out) and _out(out).shape == (1, num_classes, 64, 64)
         x = torch.randn(1, 3, 67, 93)
-        a, b = model(x), model(x)
-    assert a.shape == (1, num_classes, 67, 93) and torch.equal(a, b)
+        a, b = _all(model(x)), _all(model(x))
+    assert _out(model(x)).shape == (1, num_classes, 67, 93) and torch.equal(a, b)
 
     # save / load through safetensors into a model rebuilt from its recorded architecture
     path = tmp_path / "model.safetensors"
@@ -116,7 +128,7 @@ def test_model(name, kwargs, tmp_path):
     fresh = create_model(**arch).eval()
     fresh.load_state_dict(load_file(str(path)))
     with torch.no_grad():
-        assert torch.allclose(fresh(x), a, atol=1e-5)
+        assert torch.allclose(_all(fresh(x)), a, atol=1e-5)
 
 
 @pytest.mark.parametrize("name,kwargs,reference", PAPER_PARAMS)

@@ -86,3 +86,96 @@ def evaluate(model_or_dir, dataset, split: str = "val", device: str | None = Non
                                 batch_size, num_workers, progress=progress, on_batch=on_batch)
     scores["classes"] = list(predictor.classes)
     return scores
+
+
+def _as_predictor(model_or_dir, dataset, device, precision: str):
+    from pathlib import Path
+
+    from pixelwise.errors import DataError
+    from pixelwise.inference.predictor import Predictor
+
+    if isinstance(model_or_dir, (str, Path)):
+        predictor = Predictor.from_dir(model_or_dir, device=device, precision=precision)
+    elif isinstance(model_or_dir, Predictor):
+        predictor = model_or_dir
+    else:
+        config = {"classes": dataset.classes, "palette": dataset.palette, "preprocessing": {}, "things": dataset.things}
+        predictor = Predictor(model_or_dir, config, device or "cpu", precision)
+    if predictor.num_classes != dataset.num_classes:
+        raise DataError(f"{dataset.name}: dataset has {dataset.num_classes} classes but the model predicts "
+                        f"{predictor.num_classes}")
+    if len(dataset) == 0:
+        raise DataError(f"{dataset.name}: no images to evaluate")
+    return predictor
+
+
+def panoptic_truth(sample, things) -> tuple:
+    """(segment ids (H, W), segments) of a Sample: the reader's exact truth (`meta["panoptic"]`, COCO), else
+    built from its semantic map and the instances of thing classes."""
+    import numpy as np
+
+    from pixelwise.data.panoptic_targets import instance_id_map, panoptic_from_maps
+
+    if sample.meta.get("panoptic") is not None:
+        return sample.meta["panoptic"]
+    h, w = sample.semantic.shape
+    inst = sample.instances
+    masks = inst.masks[np.isin(inst.class_ids, list(things))] if inst is not None else np.zeros((0, h, w), bool)
+    return panoptic_from_maps(sample.semantic, instance_id_map(masks, (h, w)), things)
+
+
+def evaluate_panoptic(model_or_dir, dataset, split: str = "val", device: str | None = None, precision: str = "fp32",
+                      method: str = "components", things=None, max_dets: int = 100, progress: bool = False,
+                      **postprocess) -> dict:
+    """Panoptic and instance scores of a model on a dataset (SegmentationDataset or 'FORMAT:ROOT').
+
+    Panoptic models are post-processed as Panoptic-DeepLab (options from the model, overridden by
+    `postprocess`: threshold, nms_kernel, top_k, stuff_area, min_thing_area); semantic models give
+    instances by `method` ("components" or "watershed") on their label map. things: the thing classes
+    (default: the model's config, else the dataset's). Returns pq, sq, rq, n, things, stuff, per_class
+    (see metrics.panoptic), miou, pixel_acc, per_class_iou, mask_ap {ap, ap50, ap75, per_class_ap},
+    dsb_score and aji (class-agnostic, over thing instances) and classes.
+    """
+    from tqdm import tqdm
+
+    from pixelwise.data.formats import open_dataset
+    from pixelwise.errors import DataError
+    from pixelwise.tasks.inference import PanopticScorer, image_outputs, panoptic_prediction
+
+    if isinstance(dataset, str):
+        dataset = open_dataset(dataset, split)
+    predictor = _as_predictor(model_or_dir, dataset, device, precision)
+    things = list(things if things is not None else predictor.config.get("things") or dataset.things)
+    if not things:
+        raise DataError(f"{dataset.name}: no thing classes to find instances of (pass things=...)")
+    post = {**getattr(predictor.model, "postprocess", {}), **postprocess}
+    scorer = PanopticScorer(predictor.num_classes, things, list(predictor.classes), instances=True, max_dets=max_dets)
+    for i in tqdm(range(len(dataset)), desc="eval", disable=not progress, leave=False):
+        sample = dataset[i]
+        pred = panoptic_prediction(image_outputs(predictor, sample.image), things, method=method, **post)
+        scorer.update(*panoptic_truth(sample, things), sample.semantic, pred)
+    return {**scorer.compute(), "classes": list(predictor.classes)}
+
+
+def score_prediction_files(task: str, pred: str, spec: str, max_dets: int = 100) -> dict:
+    """Score predictions made elsewhere: task "panoptic" (PRED = COCO-panoptic JSON, PNG folder beside it)
+    against spec "coco-panoptic:GT_JSON", or task "instance" (PRED = COCO instance results JSON) against
+    "coco-instance:GT_JSON". Returns the dict of `metrics.panoptic.pq_compute` / `coco_instance_eval`."""
+    from pathlib import Path
+
+    from pixelwise.data.formats import parse_spec
+    from pixelwise.errors import DataError
+
+    fmt, root = parse_spec(spec)
+    wanted = {"panoptic": "coco-panoptic", "instance": "coco-instance"}[task]
+    if fmt != wanted:
+        raise DataError(f"{spec}: --task {task} --pred scores against a {wanted}:JSON ground truth")
+    if not Path(pred).is_file():
+        raise DataError(f"{pred}: prediction file not found")
+    if task == "panoptic":
+        from pixelwise.metrics.panoptic import pq_compute
+
+        return pq_compute(root, pred)
+    from pixelwise.metrics.instance import coco_instance_eval
+
+    return coco_instance_eval(root, pred, max_dets)

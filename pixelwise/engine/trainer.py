@@ -1,18 +1,21 @@
-"""The training loop: one function, `train(cfg, out_dir)`.
+"""The training loop: one function, `train(cfg, out_dir)`, for every task.
 
-Writes into RUN_DIR: `config.yaml` (the resolved recipe), `metrics.jsonl` (one line per epoch),
-`training_curves.png`, `best/` (model with the highest validation mIoU) and `last/` (the latest epoch plus
-the state needed to resume: optimizer, scheduler, epoch, RNG). Under torchrun each process takes
-1/world of every batch (train.batch_size is the global batch), gradients are averaged by DDP, and the
-validation confusion matrix is summed over processes.
+What differs between semantic and panoptic training (targets, batches, loss, validation metric and the
+score that picks the best checkpoint) comes from a task object (pixelwise.tasks), chosen by `data.task`
+or the model. Writes into RUN_DIR: `config.yaml` (the resolved recipe), `metrics.jsonl` (one line per
+epoch), `training_curves.png`, `best/` (model with the best validation score: mIoU, or PQ for panoptic)
+and `last/` (the latest epoch plus the state needed to resume: optimizer, scheduler, epoch, RNG). Under
+torchrun each process takes 1/world of every batch (train.batch_size is the global batch), gradients are
+averaged by DDP, and the validation statistics (confusion matrix, PQ counts) are summed over processes.
 """
 from __future__ import annotations
 
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,28 +25,36 @@ from tqdm import tqdm
 from pixelwise.config import Config, save_config
 from pixelwise.data.dataset import TransformedDataset
 from pixelwise.data.formats import open_dataset
-from pixelwise.data.transforms import build_transform, pad_collate
 from pixelwise.engine import checkpoint as ckpt
 from pixelwise.engine import distributed as ddp
-from pixelwise.engine.evaluate import evaluate_logits_fn, model_logits_fn
 from pixelwise.engine.logging import append_jsonl, plot_curves, read_jsonl
 from pixelwise.engine.schedules import build_optimizer, build_scheduler
 from pixelwise.errors import ConfigError, DataError, TrainingError
 from pixelwise.hardware import cpu_has_fast_bf16
-from pixelwise.losses import build_loss
 from pixelwise.models import create_model
-
-AUX_WEIGHT = 0.4  # weight of auxiliary (deep-supervision) heads, as in PSPNet/DeepLab references
+from pixelwise.tasks import build_task, to_device
+from pixelwise.tasks.semantic import AUX_WEIGHT  # noqa: F401  (kept importable from here)
 
 
 @dataclass
 class TrainResult:
+    """best_score: the best validation value of `best_key` ("miou", or "pq" for panoptic) at best_epoch."""
+
     run_dir: Path
-    best_miou: float
+    best_score: float
     best_epoch: int
     epochs_done: int
     seconds: float
     last_val: dict | None
+    best_key: str = "miou"
+    best_val: dict | None = None
+
+    @property
+    def best_miou(self) -> float:
+        """Validation mIoU of the best checkpoint (for panoptic runs, of the semantic head)."""
+        if self.best_key == "miou":
+            return self.best_score
+        return float((self.best_val or {}).get("miou", float("nan")))
 
 
 class EpochSampler(RandomSampler):
@@ -94,9 +105,17 @@ def model_kwargs(cfg: Config) -> dict:
     return kwargs
 
 
+def dataset_options(cfg: Config) -> dict:
+    """Reader options from the config: data.options plus data.classes."""
+    opts = dict(cfg.data.options)
+    if cfg.data.classes:
+        opts["classes"] = cfg.data.classes
+    return opts
+
+
 def _datasets(cfg: Config):
     spec = f"{cfg.data.format}:{cfg.data.root}"
-    opts = {"classes": cfg.data.classes} if cfg.data.classes else {}
+    opts = dataset_options(cfg)
     train_ds = open_dataset(spec, cfg.data.train_split, **opts)
     if cfg.data.limit:
         train_ds = train_ds.subset(range(min(cfg.data.limit, len(train_ds))))
@@ -116,103 +135,157 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
         ddp.teardown()
 
 
-def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistInfo) -> TrainResult:
-    t_start = time.time()
-    tc = cfg.train
+@dataclass
+class _Run:
+    """What one training run holds between epochs."""
+
+    cfg: Config
+    out: Path
+    info: ddp.DistInfo
+    task: Any
+    model: torch.nn.Module
+    train_model: torch.nn.Module
+    loader: DataLoader
+    sampler: Any
+    criterion: torch.nn.Module
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    amp: torch.dtype | None
+    val_ds: Any
+    classes: list[str]
+    save_args: dict = field(default_factory=dict)
+    start_epoch: int = 0
+    best: float = -1.0
+    best_epoch: int = -1
+    best_val: dict | None = None
+
+
+def _check_run_dir(out: Path, resume: bool) -> None:
     last_dir = out / "last"
     has_state = (last_dir / ckpt.STATE_NAME).is_file() or (out / "last.old" / ckpt.STATE_NAME).is_file()
     if has_state and not resume:
         raise ConfigError(f"{out}: already holds a training run; pass --resume to continue it or choose another --out")
     if resume and not has_state:
         raise ConfigError(f"{out}: nothing to resume (no {last_dir / ckpt.STATE_NAME})")
-    seed_everything(tc.seed + info.rank, tc.deterministic)
-    spec, train_ds, val_ds = _datasets(cfg)
-    classes = list(cfg.data.classes or train_ds.classes)
-    model = create_model(cfg.model.name, len(classes), **model_kwargs(cfg)).to(info.device)
-    if tc.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    criterion = build_loss(tc, len(classes)).to(info.device)
 
+
+def _loader(cfg: Config, task, train_ds, info: ddp.DistInfo):
+    tc = cfg.train
     per_proc = max(1, tc.batch_size // info.world)
-    train_data = TransformedDataset(train_ds, build_transform(cfg.data, train=True))
+    train_data = TransformedDataset(train_ds, task.transform(train=True))
     if info.world > 1:
         sampler = DistributedSampler(train_data, info.world, info.rank, shuffle=True, seed=tc.seed)
     else:
         sampler = EpochSampler(train_data, tc.seed)
     loader = DataLoader(train_data, batch_size=per_proc, sampler=sampler, num_workers=cfg.data.num_workers,
-                        collate_fn=pad_collate, drop_last=len(train_data) >= tc.batch_size,
+                        collate_fn=task.collate, drop_last=len(train_data) >= tc.batch_size,
                         persistent_workers=cfg.data.num_workers > 0)
-    steps = len(loader)
-    total = tc.epochs * steps
+    return loader, sampler
+
+
+def _setup(cfg: Config, out: Path, info: ddp.DistInfo) -> _Run:
+    """Datasets, model, task, loader, optimizer and schedule of a fresh run."""
+    tc = cfg.train
+    spec, train_ds, val_ds = _datasets(cfg)
+    classes = list(cfg.data.classes or train_ds.classes)
+    model = create_model(cfg.model.name, len(classes), **model_kwargs(cfg)).to(info.device)
+    if tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    task = build_task(cfg, len(classes), train_ds.things, model)
+    loader, sampler = _loader(cfg, task, train_ds, info)
     optimizer = build_optimizer(model.parameters(), tc.optimizer, tc.lr, tc.weight_decay, tc.momentum)
     budget_s = tc.time_limit_min * 60 if tc.time_limit_min else None
-    scheduler = build_scheduler(optimizer, total, tc.schedule, int(tc.warmup_epochs * steps), tc.poly_power, budget_s)
+    steps = len(loader)
+    scheduler = build_scheduler(optimizer, tc.epochs * steps, tc.schedule, int(tc.warmup_epochs * steps),
+                                tc.poly_power, budget_s)
     amp = resolve_amp(tc.amp, info.device)
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp == torch.float16)
-
-    start_epoch, best, best_epoch = 0, -1.0, -1
-    if resume:
-        src = ckpt.resolve_model_dir(last_dir)
-        model.load_state_dict(ckpt.load_file_state(src))
-        state = ckpt.load_train_state(src)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best, best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
-        ckpt.set_rng_state(state["rng"])
+    preprocessing = {"mean": list(cfg.data.mean), "std": list(cfg.data.std), "resize": cfg.data.val_resize}
+    extra = {"dataset": spec, "recipe": cfg.to_dict(), "task": task.name, "things": list(train_ds.things)}
+    save_args = {"classes": classes, "palette": train_ds.palette, "preprocessing": preprocessing, "extra": extra}
     train_model = model
     if info.world > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(model)
+    return _Run(cfg, out, info, task, model, train_model, loader, sampler, task.criterion().to(info.device),
+                optimizer, scheduler, scaler, amp, val_ds, classes, save_args)
+
+
+def _resume(run: _Run) -> None:
+    src = ckpt.resolve_model_dir(run.out / "last")
+    run.model.load_state_dict(ckpt.load_file_state(src))
+    state = ckpt.load_train_state(src)
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.start_epoch, run.best, run.best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
+    ckpt.set_rng_state(state["rng"])
+
+
+def _save(run: _Run, directory: Path, epoch: int, metrics: dict | None = None, with_metrics: bool = True,
+          train_state: dict | None = None) -> None:
+    a = run.save_args
+    extra = {**a["extra"], "epoch": epoch, **({"metrics": metrics} if with_metrics else {})}
+    ckpt.save_model(run.model, directory, a["classes"], a["palette"], a["preprocessing"], extra,
+                    train_state=train_state)
+
+
+def _validate(run: _Run, epoch: int, record: dict, progress: bool) -> dict:
+    """Score the model on the val split (fp32 whatever the training precision: the figures then equal
+    `pixelwise eval`), log it into `record`, keep the best checkpoint."""
+    run.model.eval()
+    scores = run.task.validate(run.model, run.val_ds, run.info.device, rank=run.info.rank, world=run.info.world,
+                               progress=progress)
+    run.model.train()
+    record["val"] = {k: scores[k] for k in run.task.record_keys if k in scores}
+    if scores[run.task.best_key] > run.best:
+        run.best, run.best_epoch, run.best_val = scores[run.task.best_key], epoch + 1, scores
+        if run.info.main:
+            _save(run, run.out / "best", epoch + 1, scores)
+    return scores
+
+
+def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistInfo) -> TrainResult:
+    t_start = time.time()
+    tc = cfg.train
+    _check_run_dir(out, resume)
+    seed_everything(tc.seed + info.rank, tc.deterministic)
+    run = _setup(cfg, out, info)
+    if resume:
+        _resume(run)
     if info.main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-    preprocessing = {"mean": list(cfg.data.mean), "std": list(cfg.data.std), "resize": cfg.data.val_resize}
-    extra = {"dataset": spec, "recipe": cfg.to_dict()}
-    val_tf = build_transform(cfg.data, train=False)
-    last_val = None
-    epoch = start_epoch - 1
-    for epoch in range(start_epoch, tc.epochs):
-        sampler.set_epoch(epoch)
+    last_val, epoch = None, run.start_epoch - 1
+    for epoch in range(run.start_epoch, tc.epochs):
+        run.sampler.set_epoch(epoch)
         t0 = time.time()
-        clock = _Clock(scheduler.elapsed)
-        loss_sum = _train_epoch(train_model, loader, criterion, optimizer, scheduler, scaler, amp, tc, info,
-                                desc=f"epoch {epoch + 1}/{tc.epochs}", progress=progress, clock=clock)
+        loss = _train_epoch(run.train_model, run.loader, run.criterion, run.optimizer, run.scheduler, run.scaler,
+                            run.amp, tc, info, desc=f"epoch {epoch + 1}/{tc.epochs}", progress=progress,
+                            clock=_Clock(run.scheduler.elapsed))
         seconds = time.time() - t0
-        record = {"epoch": epoch + 1, "train_loss": loss_sum, "lr": optimizer.param_groups[0]["lr"],
-                  "seconds": round(seconds, 2), "images_per_s": round(steps * tc.batch_size / seconds, 2)}
-        out_of_time = scheduler.done
-        final = out_of_time or epoch + 1 == tc.epochs
-        if val_ds is not None and ((epoch + 1) % tc.val_every == 0 or final):
-            model.eval()
-            # validation in fp32 whatever the training precision: the figures then equal `pixelwise eval`
-            last_val = evaluate_logits_fn(model_logits_fn(model), val_ds, val_tf, len(classes),
-                                          info.device, rank=info.rank, world=info.world, progress=progress)
-            model.train()
-            record["val"] = {k: last_val[k] for k in ("miou", "pixel_acc", "mean_acc", "fw_iou", "per_class_iou")}
-            if last_val["miou"] > best:
-                best, best_epoch = last_val["miou"], epoch + 1
-                if info.main:
-                    ckpt.save_model(model, out / "best", classes, train_ds.palette, preprocessing,
-                                    {**extra, "epoch": epoch + 1, "metrics": last_val})
+        record = {"epoch": epoch + 1, "train_loss": loss, "lr": run.optimizer.param_groups[0]["lr"],
+                  "seconds": round(seconds, 2), "images_per_s": round(len(run.loader) * tc.batch_size / seconds, 2)}
+        out_of_time = run.scheduler.done
+        if run.val_ds is not None and ((epoch + 1) % tc.val_every == 0 or out_of_time or epoch + 1 == tc.epochs):
+            last_val = _validate(run, epoch, record, progress)
         if info.main:
-            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
-                     "best": best, "best_epoch": best_epoch, "rng": ckpt.rng_state()}
-            ckpt.save_model(model, last_dir, classes, train_ds.palette, preprocessing,
-                            {**extra, "epoch": epoch + 1, "metrics": last_val}, train_state=state)
+            state = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(), "epoch": epoch,
+                     "best": run.best, "best_epoch": run.best_epoch, "rng": ckpt.rng_state()}
+            _save(run, out / "last", epoch + 1, last_val, train_state=state)
             append_jsonl(out / "metrics.jsonl", record)
             plot_curves(read_jsonl(out / "metrics.jsonl"), out / "training_curves.png")
             if progress:
-                msg = f"epoch {epoch + 1}: loss {loss_sum:.4f}"
-                if "val" in record:
-                    msg += f"  val mIoU {record['val']['miou']:.4f}  pixel acc {record['val']['pixel_acc']:.4f}"
-                tqdm.write(msg)
+                summary = f"  {run.task.summary(last_val)}" if "val" in record else ""
+                tqdm.write(f"epoch {epoch + 1}: loss {loss:.4f}{summary}")
         if out_of_time:
             if progress:
                 tqdm.write(f"time limit of {tc.time_limit_min} min reached after epoch {epoch + 1}")
             break
-    if best_epoch < 0 and info.main:  # no validation split: the last model is the best we know
-        ckpt.save_model(model, out / "best", classes, train_ds.palette, preprocessing, {**extra, "epoch": epoch + 1})
+    if run.best_epoch < 0 and info.main:  # no validation split: the last model is the best we know
+        _save(run, out / "best", epoch + 1, with_metrics=False)
     ddp.barrier()
-    return TrainResult(out, best, best_epoch, epoch + 1, time.time() - t_start, last_val)
+    return TrainResult(out, run.best, run.best_epoch, epoch + 1, time.time() - t_start, last_val,
+                       run.task.best_key, run.best_val)
 
 
 class _Clock:
@@ -233,16 +306,12 @@ def _train_epoch(model, loader, criterion, optimizer, scheduler, scaler, amp, tc
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     t0 = time.time()
     for step, (images, targets) in enumerate(bar):
-        images, targets = images.to(info.device, non_blocking=True), targets.to(info.device, non_blocking=True)
+        images, targets = images.to(info.device, non_blocking=True), to_device(targets, info.device)
         if tc.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(info.device.type, dtype=amp, enabled=amp is not None):
             out = model(images)
-        if isinstance(out, dict):
-            loss = criterion(out["out"], targets) + sum(AUX_WEIGHT * criterion(v, targets)
-                                                        for k, v in out.items() if k != "out")
-        else:
-            loss = criterion(out, targets)
+        loss = criterion(out, targets)
         bad = not math.isfinite(loss.item())
         if info.world > 1:
             bad = ddp.all_reduce_mean(float(bad), info.device) > 0

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from pixelwise.errors import ModelError
-from pixelwise.models import deeplab, fastfcn, fcn, segmenter, segnet, unet
+from pixelwise.models import deeplab, fastfcn, fcn, panoptic_deeplab, segmenter, segnet, unet
 from pixelwise.models.base import SegmentationModel
 from pixelwise.models.encoders import create_encoder, encoder_norm
 from pixelwise.models.flops import count_gflops, count_params
@@ -34,6 +34,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "deeplabv3plus": deeplab.deeplabv3plus,
     "fastfcn": fastfcn.fastfcn,
     "segmenter": segmenter.segmenter,
+    "panoptic_deeplab": panoptic_deeplab.panoptic_deeplab,
 }
 
 __all__ = ["MODELS", "SegmentationModel", "count_gflops", "count_params", "create_encoder", "create_model",

@@ -9,6 +9,7 @@ mask values into labels (void -> 255) and checking each loaded pair, so every fo
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
@@ -34,8 +35,27 @@ def parse_spec(spec: str) -> tuple[str, Path]:
     return fmt, Path(root).expanduser()
 
 
+def split_slice(split: str) -> tuple[str, slice | None]:
+    """'all[:18]' -> ('all', slice(None, 18)); 'train' -> ('train', None). For sets that ship no split."""
+    m = re.fullmatch(r"([^\[\]]+)\[(-?\d*):(-?\d*)\]", split)
+    if not m:
+        return split, None
+    lo, hi = (int(v) if v else None for v in m.group(2, 3))
+    return m.group(1), slice(lo, hi)
+
+
 def open_dataset(spec: str, split: str = "train", **options) -> SegmentationDataset:
-    """Open a dataset given as FORMAT:ROOT for one split."""
+    """Open a dataset given as FORMAT:ROOT for one split. The split may be sliced like a Python list,
+    `all[:18]` / `all[18:]`, to make a train/val split of a set that ships none (records in sorted order)."""
+    split, part = split_slice(split)
+    dataset = _open(spec, split, **options)
+    if part is not None:
+        dataset = dataset.subset(range(len(dataset))[part])
+        dataset.name = f"{dataset.name} {part.start or ''}:{part.stop or ''}"
+    return dataset
+
+
+def _open(spec: str, split: str, **options) -> SegmentationDataset:
     fmt, root = parse_spec(spec)
     if fmt not in VIRTUAL and not root.exists():
         raise DataError(f"{root}: dataset folder not found (from '{spec}')")
@@ -138,7 +158,7 @@ def _open_synthetic(root, split, **options):
     return open_synthetic(root, split, **options)
 
 
-from pixelwise.data.formats import ade20k, camvid, cityscapes, colormask, folder, voc  # noqa: E402
+from pixelwise.data.formats import ade20k, camvid, cityscapes, coco, colormask, dsb, folder, voc  # noqa: E402
 
 FORMATS.update({
     "folder": folder.open_folder,
@@ -148,4 +168,7 @@ FORMATS.update({
     "cityscapes": cityscapes.open_cityscapes,
     "ade20k": ade20k.open_ade20k,
     "synthetic": _open_synthetic,
+    "coco-instance": coco.open_coco_instance,
+    "coco-panoptic": coco.open_coco_panoptic,
+    "dsb": dsb.open_dsb,
 })
