@@ -114,6 +114,9 @@ def inference_options(fn):
         click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.25, show_default=True,
                      help="Tile overlap, as a fraction of a tile."),
         click.option("--tta", default=None, help="Test-time augmentation: flip and/or scales, e.g. flip,0.75,1,1.25."),
+        click.option("--crf", default="none", show_default=True,
+                     type=click.Choice(["none", "default", "deeplab_v1", "deeplab_v2"]),
+                     help="Refine with the dense CRF (Kraehenbuehl & Koltun): a parameter preset."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -138,7 +141,7 @@ def inference_options(fn):
 @inference_options
 def eval_cmd(model_dir: str | None, task: str, pred: str | None, images_dir: str | None, method: str, spec: str,
              split: str, json_out: str | None, report_dir: str | None, device: str | None, precision: str,
-             tile: int | None, overlap: float, tta: str | None) -> None:
+             tile: int | None, overlap: float, tta: str | None, crf: str) -> None:
     """Score a saved model on a dataset split (or predictions made elsewhere, --pred); prints a table."""
     if pred and task == "semantic":
         raise click.UsageError("--pred needs --task panoptic or --task instance")
@@ -155,7 +158,7 @@ def eval_cmd(model_dir: str | None, task: str, pred: str | None, images_dir: str
 
     dataset = open_dataset(spec, split)
     predictor = Predictor.from_dir(model_dir, device=device, precision=precision, tile=tile, overlap=overlap,
-                                   tta=tta)
+                                   tta=tta, crf=crf)
     click.echo(f"running: {predictor.describe()}", err=True)
     scores = evaluate(predictor, dataset, progress=True)
     click.echo(format_scores(scores))
@@ -212,7 +215,7 @@ def expand_images(items: tuple[str, ...]) -> list[Path]:
 @inference_options
 def predict(model_dir: str, images: tuple[str, ...], out: str, overlay: bool, task: str, method: str,
             formats: tuple[str, ...], overwrite: bool, workers: int, device: str | None, precision: str,
-            tile: int | None, overlap: float, tta: str | None) -> None:
+            tile: int | None, overlap: float, tta: str | None, crf: str) -> None:
     """Write index-PNG masks (and overlays) for images, folders or globs; --task panoptic: see its help."""
     if task == "panoptic":
         from pixelwise.tasks.commands import run_predict_panoptic
@@ -229,7 +232,7 @@ def predict(model_dir: str, images: tuple[str, ...], out: str, overlay: bool, ta
     from pixelwise.inference.predictor import Predictor
 
     predictor = Predictor.from_dir(model_dir, device=device, precision=precision, tile=tile, overlap=overlap,
-                                   tta=tta)
+                                   tta=tta, crf=crf)
     paths = expand_images(images)
     if not paths:
         raise PixelwiseError(f"no images found in {' '.join(images)}")

@@ -113,3 +113,26 @@ def test_bad_mask_inside_a_dataloader_worker_is_one_line(tmp_path, capsys):
     assert code == 2 and "Traceback" not in err
     errors = [ln for ln in err.replace("\r", "\n").splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "2.png" in errors[0] and "16x12" in errors[0]
+
+
+def test_eval_and_predict_with_the_dense_crf(run_dir, capsys, tmp_path):
+    import torch
+
+    import pixelwise as pw
+
+    predictor = pw.Predictor.from_dir(run_dir / "run" / "best", device="cpu", precision="fp32", crf="default")
+    image = pw.open_dataset("synthetic:3", "val")[0].image
+    pred = predictor.predict(image, return_probs=True)
+    assert pred.semantic.shape == image.shape[:2]
+    np.testing.assert_allclose(pred.probs.sum(0), 1, atol=1e-4)
+    plain = pw.Predictor.from_dir(run_dir / "run" / "best", device="cpu", precision="fp32")
+    from pixelwise.data.transforms import normalize_image
+
+    x = normalize_image(image, plain.mean, plain.std)
+    assert not torch.allclose(predictor.logits(x).softmax(1), plain.logits(x).softmax(1), atol=1e-3)
+    code, out, _ = run(["eval", str(run_dir / "run" / "best"), "--data", "synthetic:3", "--crf", "deeplab_v1",
+                        "--precision", "fp32"], capsys)
+    assert code == 0 and "mIoU" in out
+    code, _, err = run(["predict", str(run_dir / "run" / "best"), str(tmp_path), "--crf", "bogus", "--out",
+                        str(tmp_path / "o")], capsys)
+    assert code == 2

@@ -85,6 +85,24 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
+CRF_PRESETS = ("default", "deeplab_v1", "deeplab_v2")
+
+
+def resolve_crf(crf):
+    """None / 'none' -> None; a preset name or a CRFConfig -> CRFConfig (pixelwise.postprocess.crf)."""
+    if crf is None or crf == "none":
+        return None
+    from pixelwise.postprocess.crf import CRFConfig
+
+    if isinstance(crf, CRFConfig):
+        return crf
+    if crf == "default":
+        return CRFConfig()
+    if crf in ("deeplab_v1", "deeplab_v2"):
+        return getattr(CRFConfig, crf)()
+    raise PixelwiseError(f"crf '{crf}': expected none, {', '.join(CRF_PRESETS)} or a CRFConfig")
+
+
 def calibration_image(size: int = CALIBRATION_SIZE) -> np.ndarray:
     """A deterministic synthetic street scene, uint8 (size, size, 3)."""
     from pixelwise.data.synthetic import make_scene
@@ -110,8 +128,9 @@ class Predictor:
 
     def __init__(self, model, config: dict, device: str | torch.device = "cpu", precision: str = "fp32",
                  tile: int | None = None, overlap: float = 0.25, tta=None, blend: str = "gaussian",
-                 tile_batch: int = 2, calibrate: bool = True):
+                 tile_batch: int = 2, calibrate: bool = True, crf=None):
         self.device = torch.device(device)
+        self.crf = resolve_crf(crf)
         self.requested_precision = precision
         self.precision = resolve_precision(precision, self.device)
         self.config = config
@@ -144,11 +163,11 @@ class Predictor:
     @classmethod
     def from_dir(cls, directory: str | Path, device: str | None = None, precision: str = "auto",
                  tile: int | None = None, overlap: float = 0.25, tta=None, blend: str = "gaussian",
-                 tile_batch: int = 2) -> "Predictor":
+                 tile_batch: int = 2, crf=None) -> "Predictor":
         """A model directory (config.json + model.safetensors), a run directory (its best/), or an
         exported .onnx file (run with onnxruntime)."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        options = dict(tile=tile, overlap=overlap, tta=tta, blend=blend, tile_batch=tile_batch)
+        options = dict(tile=tile, overlap=overlap, tta=tta, blend=blend, tile_batch=tile_batch, crf=crf)
         if str(directory).endswith(".onnx"):
             from pixelwise.export import OnnxModel
 
@@ -242,14 +261,23 @@ class Predictor:
         return out
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalized images (N,3,H,W) -> float32 logits (N,C,H,W) at the same size, on self.device."""
-        return _semantic(self.outputs(images)).to(self.device)
+        """Normalized images (N,3,H,W) -> float32 logits (N,C,H,W) at the same size, on self.device.
+        With a dense CRF, log-probabilities refined by it (the CRF sees the images un-normalized)."""
+        out = _semantic(self.outputs(images)).to(self.device)
+        if self.crf is None:
+            return out
+        from pixelwise.postprocess.crf import crf_refine_logits
+
+        mean = torch.tensor(self.mean, device=out.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=out.device).view(1, 3, 1, 1)
+        raw = ((images.to(out.device).float() * std + mean) * 255).clamp_(0, 255)
+        return crf_refine_logits(out, raw, self.crf)
 
     def predict(self, image, return_probs: bool = False) -> Prediction:
         """uint8 (H,W,3) image -> Prediction (semantic (H,W) int64, probs (C,H,W) if asked)."""
         image = as_rgb(image)
         h, w = image.shape[:2]
-        if self._tiled(h, w) and not self.resize and not return_probs:
+        if self._tiled(h, w) and not self.resize and not return_probs and self.crf is None:
             labels = self.labels(image)
             return Prediction(labels.astype(np.int64), None, self.classes, self.palette)
         logits = self.logits(normalize_image(image, self.mean, self.std))[0]
@@ -274,7 +302,7 @@ class Predictor:
         image = as_rgb(image)
         h, w = image.shape[:2]
         dtype = sliding.label_dtype(self.num_classes)
-        if not self._tiled(h, w) or self.resize:
+        if not self._tiled(h, w) or self.resize or self.crf is not None:  # the CRF needs the whole image
             logits = self.logits(normalize_image(image, self.mean, self.std))[0]
             yield 0, h, logits.argmax(0).cpu().numpy().astype(dtype)
             return
