@@ -138,11 +138,26 @@ def inference_options(fn):
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write scores as JSON.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Write report.md into this folder.")
 @click.option("--device", default=None)
+@click.option("--classic", "classic_method", default=None,
+              help="Score a classical method instead of a model (binary tasks), e.g. --classic otsu.")
+@click.option("--param", "params", multiple=True, help="KEY=VALUE for --classic (method parameters, rule=dark, ...).")
 @inference_options
 def eval_cmd(model_dir: str | None, task: str, pred: str | None, images_dir: str | None, method: str, spec: str,
-             split: str, json_out: str | None, report_dir: str | None, device: str | None, precision: str,
+             split: str, json_out: str | None, report_dir: str | None, device: str | None,
+             classic_method: str | None, params: tuple[str, ...], precision: str,
              tile: int | None, overlap: float, tta: str | None, crf: str) -> None:
-    """Score a saved model on a dataset split (or predictions made elsewhere, --pred); prints a table."""
+    """Score a saved model on a dataset split (or predictions made elsewhere, --pred, or a classical
+    method, --classic); prints a table."""
+    if classic_method:
+        from pixelwise.classical.cli import evaluate_classic
+
+        scores = evaluate_classic(classic_method, spec, parse_params(params), split=split)
+        lines = [f"{k:<16} {v:.4f}" for k, v in scores.items() if isinstance(v, float)]
+        click.echo(f"{classic_method} on {spec} [{split}]\n" + "\n".join(lines))
+        if json_out:
+            Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+            Path(json_out).write_text(json.dumps(scores, indent=2))
+        return
     if pred and task == "semantic":
         raise click.UsageError("--pred needs --task panoptic or --task instance")
     if task != "semantic":

@@ -136,3 +136,17 @@ def test_eval_and_predict_with_the_dense_crf(run_dir, capsys, tmp_path):
     code, _, err = run(["predict", str(run_dir / "run" / "best"), str(tmp_path), "--crf", "bogus", "--out",
                         str(tmp_path / "o")], capsys)
     assert code == 2
+
+
+def test_eval_classic_scores_a_method_like_a_model(capsys, tmp_path):
+    from conftest import shared_dataset
+
+    root = shared_dataset("dsb2018_stage1_test_nuclei")
+    out_json = tmp_path / "otsu.json"
+    code, out, _ = run(["eval", "--classic", "otsu", "--param", "sigma=1", "--data", f"dsb:{root}", "--split", "val",
+                        "--json", str(out_json)], capsys)
+    assert code == 0 and "fg_iou" in out
+    scores = json.loads(out_json.read_text())
+    assert 0.3 < scores["fg_iou"] < 1 and 0 <= scores["pq"] <= 1
+    code, out, err = run(["classic", "otsu", str(tmp_path / "missing.png"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "missing.png" in err
