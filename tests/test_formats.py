@@ -242,3 +242,22 @@ def test_datasets_pickle_for_dataloader_workers(tmp_path):
 
     ds = pickle.loads(pickle.dumps(open_dataset(str(make_folder(tmp_path)), "all")))
     assert ds[0].semantic.shape == (8, 8)
+
+
+def test_cityscapes_instance_ids(tmp_path):
+    write(tmp_path / "leftImg8bit" / "val" / "ulm" / "ulm_0_1_leftImg8bit.png", rgb())
+    labels = np.full((8, 8), 7)  # road
+    labels[:4, :4] = 26  # car
+    labels[4:, 4:] = 24  # person
+    write(tmp_path / "gtFine" / "val" / "ulm" / "ulm_0_1_gtFine_labelIds.png", labels)
+    ids = labels.astype(np.int32).copy()  # stuff keeps its label id (< 1000)
+    ids[:4, :2], ids[:4, 2:4] = 26000, 26001  # two cars side by side
+    ids[4:, 4:] = 24000  # one person
+    path = tmp_path / "gtFine" / "val" / "ulm" / "ulm_0_1_gtFine_instanceIds.png"
+    Image.fromarray(ids.astype(np.uint16)).save(path)  # 16-bit PNG, as Cityscapes ships them
+    ds = open_dataset(f"cityscapes:{tmp_path}", "val", instances=True)
+    inst = ds[0].instances
+    assert ds.things == list(range(11, 19))
+    assert sorted(inst.class_ids.tolist()) == [11, 13, 13]  # person = train id 11, car = 13
+    assert inst.masks.sum() == 32 and all(m.sum() in (8, 16) for m in inst.masks)
+    assert open_dataset(f"cityscapes:{tmp_path}", "val")[0].instances is None
