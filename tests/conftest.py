@@ -10,7 +10,9 @@ import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Unit tests use tiny tensors: extra intra-op threads only add synchronisation (about 10x slower on a busy
+# 2-core machine). Benchmarks, not tests, measure multi-threaded speed.
+torch.set_num_threads(1)
 
 
 def shared_dataset(name: str) -> Path:

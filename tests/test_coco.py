@@ -5,18 +5,10 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import shared_dataset
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors on a shared machine: more intra-op threads only add synchronisation (10x slower when busy)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 from pixelwise.errors import DataError
 
 

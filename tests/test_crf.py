@@ -16,14 +16,6 @@ from pixelwise.postprocess.crf import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These are many small sparse products: on a busy 2-core machine, OpenMP hand-offs cost more than they
-    # save, so run them single-threaded and give the setting back afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _scene(h: int, w: int, classes: int = 3, seed: int = 0, colour_noise: float = 8.0, signal: float = 0.8):

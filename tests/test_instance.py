@@ -3,19 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from conftest import shared_dataset
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors on a shared machine: more intra-op threads only add synchronisation (10x slower when busy)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 from pixelwise.metrics.instance import MaskAP, aggregated_jaccard, dsb_score
 from pixelwise.postprocess.instances import instances_from_semantic, label_components, labels_to_instances
 

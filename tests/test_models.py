@@ -66,13 +66,6 @@ PAPER_PARAMS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The tensors here are tiny: intra-op threads only add synchronisation, which costs 10x on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _out(y):

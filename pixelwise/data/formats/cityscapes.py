@@ -23,7 +23,7 @@ from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.formats import (identity_lut, index_mask_loader, label_lut, pair_loader, require_dir,
                                     require_records, unknown_split)
 from pixelwise.data.io import read_mask
-from pixelwise.data.sample import Instances
+from pixelwise.data.sample import Instances, Sample
 from pixelwise.errors import DataError
 
 CLASSES = ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
@@ -38,7 +38,7 @@ SUFFIX = "_leftImg8bit"
 THINGS = list(range(11, 19))  # person, rider, car, truck, bus, train, motorcycle, bicycle
 
 
-def _with_instances(load, record) -> "Sample":
+def _with_instances(load, record) -> Sample:
     """The semantic sample plus instances read from the *_gtFine_instanceIds.png beside its mask."""
     sample = load(record)
     path = Path(str(record[1]).replace(record[1].name.rsplit("_gtFine_", 1)[1], "instanceIds.png"))
