@@ -17,7 +17,7 @@ torchvision's module, which is what a user would do.)
 
 Each row runs in its own process. Timed: one forward of a (B, 3, 512, 512) batch of normalised synthetic
 street scenes plus the argmax, the three forms interleaved (baseline fp32 eager, pixelwise fp32 eager,
-pixelwise Predictor with precision "auto": BN folded, channels_last, conv+ReLU fused, bf16 where the CPU
+pixelwise Predictor with precision "auto": BN folded, channels_last, prepacked oneDNN convs with ReLU fused, bf16 where the CPU
 has bf16 units, logits layer in fp32), one warm-up each, median of --iters ("best runs": the ratio of
 the fastest calls, less sensitive to other jobs on shared cores). Memory: peak RSS above the resident set before the call (VmHWM,
 reset through /proc/self/clear_refs), the activations and workspace one forward needs. Agreement: the

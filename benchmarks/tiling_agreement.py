@@ -72,8 +72,10 @@ def main() -> None:
     print(f"{n} images ({w}x{h}), {grid_note}: tiled agrees with one pass on {agreement:.4%} of pixels "
           f"(worst image {worst[1]}: {worst[0]:.4%}); mIoU one pass {miou['one pass']:.4f}, tiled {miou['tiled']:.4f}")
     command = "python benchmarks/tiling_agreement.py " + " ".join(sys.argv[1:])
-    text = (f"\n## Tiled vs one-pass inference on {dataset.name} {args.split}\n\n"
-            f"From `benchmarks/tiling_agreement.py`. Model `{args.model_dir}`, {whole.describe()}. CPU: "
+    scale = (f" The model resizes the shorter side to {whole.resize} px first; tiles count input pixels and "
+             f"are resized with the image." if whole.resize else "")
+    text = (f"\n## Tiled vs one-pass inference on {dataset.name}\n\n"
+            f"From `benchmarks/tiling_agreement.py`. Model `{args.model_dir}`, {whole.describe()}.{scale} CPU: "
             f"{describe_cpu()}. Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC. Command: "
             f"`{command}` ({time.perf_counter() - start:.0f} s).\n\n"
             "| images | tiling | pixel agreement | worst image | mIoU one pass | mIoU tiled |\n|---|---|---|---|---|---|\n"

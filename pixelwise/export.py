@@ -40,7 +40,8 @@ class _Graph(nn.Module):
         h, w = x.shape[-2], x.shape[-1]
         # Always pad (possibly by 0) so the traced graph pads for every input size; the model then sees a
         # multiple of its stride and its own size-dependent padding branch is never traced.
-        x = F.pad(x, (0, (self.stride - w % self.stride) % self.stride, 0, (self.stride - h % self.stride) % self.stride))
+        s = self.stride
+        x = F.pad(x, (0, (s - w % s) % s, 0, (s - h % s) % s))
         out = self.model(x)
         if isinstance(out, dict):
             return tuple(v[..., :h, :w] for v in out.values())

@@ -16,7 +16,7 @@ from pixelwise.inference import predictor as predictor_mod
 from pixelwise.inference import sliding
 from pixelwise.inference.batch import predict_files
 from pixelwise.inference.fastpath import fold_batchnorm, prepare_model
-from pixelwise.inference.swaps import ConvReLU, DilatedConvMatmul, Float32Layer, fuse_by_default
+from pixelwise.inference.swaps import DilatedConvMatmul, FastASPP, Float32Layer, OneDNNConv, onednn_by_default
 from pixelwise.inference.predictor import Predictor
 from pixelwise.inference.tta import parse_tta
 
@@ -116,6 +116,11 @@ def test_streaming_labels_match_full_logits_and_write_rows(monkeypatch, band_byt
     assert rows[0][0] == 0 and rows[-1][1] == 150 and all(a[1] == b[0] for a, b in zip(rows, rows[1:]))
     assert len(rows) > 2 and np.array_equal(out, expect)
     assert max(b - a for a, b in rows) <= (5 if band_bytes < 2**20 else 150)
+    grid = sliding.make_grid(150, 61, 32, 0.5, align=1)
+    fetch = sliding.uint8_fetcher(img, CONFIG["preprocessing"]["mean"], CONFIG["preprocessing"]["std"])
+    written = {}
+    assert sliding.stitch_labels(tiled._run, fetch, grid, "linear", on_rows=lambda a, b, v: written.update({a: v})) is None
+    assert np.array_equal(np.concatenate([written[k] for k in sorted(written)]), expect)
 
 
 def test_low_precision_accumulator_and_dict_outputs():
@@ -176,6 +181,10 @@ def test_fold_batchnorm_keeps_outputs_and_leaves_the_model_alone():
     x = torch.randn(1, 3, 64, 80)
     with torch.inference_mode():
         torch.testing.assert_close(folded(x), model(x), atol=1e-4, rtol=1e-4)
+        fast = prepare_model(model, "cpu", torch.float32)  # + ASPP without its copies, conv+ReLU fused
+        assert any(isinstance(m, FastASPP) for m in fast.modules())
+        torch.testing.assert_close(fast(x.contiguous(memory_format=torch.channels_last)), model(x), atol=1e-4,
+                                   rtol=1e-4)
 
 
 def test_fold_batchnorm_undoes_itself_when_a_conv_output_is_reused():
@@ -194,8 +203,8 @@ def test_fold_batchnorm_undoes_itself_when_a_conv_output_is_reused():
     assert n == 0 and isinstance(model.bn, nn.BatchNorm2d)
 
 
-def test_conv_relu_fusion_skips_a_residual_added_in_place():
-    from pixelwise.inference.swaps import fuse_conv_relu
+def test_relu_fusion_skips_a_residual_added_in_place():
+    from pixelwise.inference.swaps import onednn_convs
 
     class Block(nn.Module):
         def __init__(self):
@@ -209,10 +218,10 @@ def test_conv_relu_fusion_skips_a_residual_added_in_place():
             return self.act2(y)
 
     block = Block().eval()
-    fused = prepare_model(block, "cpu", torch.float32, fuse=False)
-    n = fuse_conv_relu(fused)
-    assert n == (1 if fuse_by_default(torch.device("cpu"), torch.float32) else n)
-    assert isinstance(fused.act2, nn.ReLU) and not isinstance(fused.conv2, ConvReLU)
+    fused = prepare_model(block, "cpu", torch.float32, onednn=False)
+    if onednn_convs(fused):  # 0 where this torch has no oneDNN post-op kernels
+        assert fused.conv1.relu and isinstance(fused.act1, nn.Identity)
+        assert isinstance(fused.act2, nn.ReLU) and not fused.conv2.relu
     x = torch.randn(1, 3, 16, 16)
     with torch.inference_mode():
         torch.testing.assert_close(fused(x.contiguous(memory_format=torch.channels_last)), block(x))
@@ -231,11 +240,13 @@ def test_prepare_model_casts_fuses_and_keeps_logits_in_fp32():
     model = Local()
     fast = prepare_model(model, "cpu", torch.bfloat16)
     first, head = fast.body[0], fast.body[6]
-    if fuse_by_default(torch.device("cpu"), torch.bfloat16):  # oneDNN conv + ReLU post-op
-        assert isinstance(first, ConvReLU) and isinstance(fast.body[2], nn.Identity)
-        first = first.conv
+    assert isinstance(head, Float32Layer)
+    if onednn_by_default(torch.device("cpu"), torch.bfloat16):  # prepacked oneDNN conv + ReLU post-op
+        assert isinstance(first, OneDNNConv) and first.relu and isinstance(fast.body[2], nn.Identity)
+        first, head = first.conv, head.layer
+        assert isinstance(head, OneDNNConv) and not head.relu
     assert first.weight.dtype == torch.bfloat16 and first.weight.is_contiguous(memory_format=torch.channels_last)
-    assert isinstance(head, Float32Layer) and head.layer.weight.dtype == torch.float32
+    assert getattr(head, "conv", head).weight.dtype == torch.float32
     x = torch.randn(2, 3, 24, 20)
     with torch.inference_mode():
         out = fast(x.bfloat16().contiguous(memory_format=torch.channels_last))

@@ -8,8 +8,9 @@
   `torch.autocast` re-casts every weight at every call and ran slower than fp32 in our measurements,
 - channels_last memory format (oneDNN and cuDNN convolutions are fastest in NHWC),
 - module swaps from `pixelwise.inference.swaps`: the layers that produce the outputs kept in fp32 (the
-  logits are not rounded to bf16), conv + ReLU fused into one oneDNN call on CPU, and, where measured
-  faster, big dilated convolutions as matrix products.
+  logits are not rounded to bf16), on CPU every convolution a oneDNN call with a prepacked weight and
+  its ReLU fused, pixelwise's ASPP without its two copies, and, where measured faster, big dilated
+  convolutions as matrix products.
 
 `argmax_agreement(a, b)` is the fraction of pixels whose argmax agrees between two logit tensors: the
 check the Predictor runs before it trusts a low-precision model.
@@ -145,11 +146,12 @@ def fold_batchnorm(model: nn.Module, check: bool = True) -> tuple[nn.Module, int
 
 def prepare_model(model: nn.Module, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                   fold: bool = True, channels_last: bool = True, swap_dilated: bool | None = None,
-                  fuse: bool | None = None, fp32_logits: bool = True, inplace: bool = False) -> nn.Module:
+                  onednn: bool | None = None, fp32_logits: bool = True, inplace: bool = False) -> nn.Module:
     """An eval-mode copy of `model` (`model` itself with inplace=True and fold=False) for inference on
-    `device` in `dtype`: BN folded, the swaps of `pixelwise.inference.swaps` (dilated convs as matrix
-    products where that pays, conv + ReLU fused on CPU, the layers that produce the outputs kept in fp32
-    when `dtype` is lower), weights cast, channels_last."""
+    `device` in `dtype`: BN folded, the swaps of `pixelwise.inference.swaps` (ASPP without copies, dilated
+    convs as matrix products where that pays, the layers that produce the outputs kept in fp32 when
+    `dtype` is lower, convs as prepacked oneDNN calls with their ReLU fused on CPU), weights cast,
+    channels_last."""
     from pixelwise.inference import swaps
 
     device = torch.device(device)
@@ -158,6 +160,8 @@ def prepare_model(model: nn.Module, device: str | torch.device = "cpu", dtype: t
     elif not inplace:
         model = copy.deepcopy(model)
     model.eval()
+    if fold:
+        swaps.swap_aspp(model)
     if swap_dilated if swap_dilated is not None else swaps.swap_by_default(device, dtype):
         swaps.swap_dilated_convs(model)
     heads = swaps.output_layers(model) if fp32_logits and dtype != torch.float32 else {}
@@ -166,8 +170,8 @@ def prepare_model(model: nn.Module, device: str | torch.device = "cpu", dtype: t
         model = model.to(memory_format=torch.channels_last)
     for name, layer in heads.items():
         set_module(model, name, swaps.Float32Layer(layer.to(device, memory_format=torch.channels_last)))
-    if fuse if fuse is not None else swaps.fuse_by_default(device, dtype):
-        swaps.fuse_conv_relu(model)
+    if onednn if onednn is not None else swaps.onednn_by_default(device, dtype):
+        swaps.onednn_convs(model)
     for p in model.parameters():
         p.requires_grad_(False)
     return model

@@ -17,8 +17,9 @@ Logits are accumulated in a ring buffer of one tile's height across the padded w
 float32, or float16 past ACCUM_FP32_LIMIT bytes), and rows that no later tile can touch are normalised
 by the summed weights and handed on in bands of about BAND_BYTES: `iter_bands` yields the bands,
 `stitch` joins them, `stitch_labels` reduces them to a label map band by band (optionally handing each
-band to a callback that writes it). Models that return dicts (panoptic: "out", "center", "offset") are stitched key by key;
-offsets are relative vectors, so they blend like any map, and grouping runs once on the stitched maps.
+band to a callback that writes it). Models that return dicts (panoptic: "out", "center", "offset")
+are stitched key by key; offsets are relative vectors, so they blend like any map, and grouping runs
+once on the stitched maps.
 """
 from __future__ import annotations
 
@@ -230,9 +231,3 @@ def stitch_labels(run, fetch, grid: TileGrid, blend: str = "gaussian", batch_siz
         if on_rows is not None:
             on_rows(y0, y1, labels.astype(label_dtype(logits.shape[0]), copy=False))
     return out
-
-
-def tile_count(height: int, width: int, tile: int, overlap: float = 0.25, align: int = 32) -> int:
-    """How many tiles `make_grid` lays over an image (for progress bars and estimates)."""
-    g = make_grid(height, width, tile, overlap, align)
-    return g.count
