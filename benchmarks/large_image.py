@@ -73,7 +73,7 @@ def child(args) -> dict:
         counts = np.bincount(labels.ravel(), minlength=args.classes).tolist()
     wall = time.perf_counter() - start
     return {"size": args.size, "encoder": args.encoder, "classes": args.classes, "tile": args.tile,
-            "overlap": args.overlap, "tiles": grid.count, "tile_batch": args.tile_batch,
+            "overlap": args.overlap, "tiles": grid.count, "tile_batch": predictor._tile_batch(grid),
             "precision": predictor.precision, "wall_s": wall, "tiles_per_s": grid.count / wall,
             "rss_before_mb": rss_ready, "peak_rss_mb": vm("VmHWM"), "label_counts": counts,
             "streamed_to": args.out}
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=21)
     parser.add_argument("--tile", type=int, default=1024)
     parser.add_argument("--overlap", type=float, default=0.25)
-    parser.add_argument("--tile-batch", type=int, default=2)
+    parser.add_argument("--tile-batch", type=int, default=None, help="tiles per call (default: the Predictor's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--out", help="stream the label map to this .npy file")
@@ -113,10 +113,10 @@ def main() -> None:
             f"From `benchmarks/large_image.py`. CPU: {describe_cpu()} (shared with other jobs: load average "
             f"{os.getloadavg()[0]:.1f} at the end). Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC. "
             f"Command: `{command.strip()}`.\n\n"
-            "| image | model | classes | tile | overlap | tiles | precision | wall s | tiles/s | peak RSS MB "
-            "(whole process) | RSS before predict MB | output |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+            "| image | model | classes | tile | overlap | tiles | tiles/call | precision | wall s | tiles/s | peak RSS MB "
+            "(whole process) | RSS before predict MB | output |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
             f"| {r['size']}x{r['size']} | deeplabv3plus {r['encoder']} | {r['classes']} | {r['tile']} | {r['overlap']} "
-            f"| {r['tiles']} | {r['precision']} | {r['wall_s']:.0f} | {r['tiles_per_s']:.2f} | **{r['peak_rss_mb']:.0f}** "
+            f"| {r['tiles']} | {r['tile_batch']} | {r['precision']} | {r['wall_s']:.0f} | {r['tiles_per_s']:.2f} | **{r['peak_rss_mb']:.0f}** "
             f"| {r['rss_before_mb']:.0f} | {'streamed .npy' if r['streamed_to'] else 'uint8 label map in memory'} |\n")
     print(text)
     if not args.no_append:

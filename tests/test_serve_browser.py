@@ -109,7 +109,9 @@ def test_page_upload_overlay_legend_slider(served, artifacts, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1100, "height": 720})
+            # bypass_csp: Playwright's own polling of wait_for_function evaluates strings, which the page's
+            # Content-Security-Policy (script-src 'self') forbids when a poll goes past the first check
+            page = browser.new_page(viewport={"width": 1100, "height": 720}, bypass_csp=True)
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)

@@ -123,12 +123,12 @@ class Predictor:
     `pixelwise.export.OnnxModel`. tile: None or the tile size in input-image pixels (with a config
     `resize`, tiles are resized with the image); overlap: fraction of a tile;
     tta: None, "flip", scales or a mix (see `parse_tta`); blend: "gaussian" or "linear";
-    tile_batch: tiles per forward call.
+    tile_batch: tiles per forward call (None: as many as make about a megapixel, at least one).
     """
 
     def __init__(self, model, config: dict, device: str | torch.device = "cpu", precision: str = "fp32",
                  tile: int | None = None, overlap: float = 0.25, tta=None, blend: str = "gaussian",
-                 tile_batch: int = 2, calibrate: bool = True, crf=None):
+                 tile_batch: int | None = None, calibrate: bool = True, crf=None):
         self.device = torch.device(device)
         self.crf = resolve_crf(crf)
         self.requested_precision = precision
@@ -163,7 +163,7 @@ class Predictor:
     @classmethod
     def from_dir(cls, directory: str | Path, device: str | None = None, precision: str = "auto",
                  tile: int | None = None, overlap: float = 0.25, tta=None, blend: str = "gaussian",
-                 tile_batch: int = 2, crf=None) -> "Predictor":
+                 tile_batch: int | None = None, crf=None) -> "Predictor":
         """A model directory (config.json + model.safetensors), a run directory (its best/), or an
         exported .onnx file (run with onnxruntime)."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -235,6 +235,11 @@ class Predictor:
         (model space = input x scale) a tile covers tile * scale model pixels."""
         return sliding.make_grid(h, w, max(1, round(self.tile * scale)), self.overlap, self.align)
 
+    def _tile_batch(self, grid: sliding.TileGrid) -> int:
+        # Tiles per call: a batch of small tiles keeps the cores busy; one 1024-px tile already does, and
+        # a second one would add its activations and logits (~370 MB at 21 classes) to the peak memory.
+        return self.tile_batch or max(1, 2**20 // (grid.tile_h * grid.tile_w))
+
     @torch.inference_mode()
     def outputs(self, images: torch.Tensor):
         """Normalized images (N,3,H,W) -> the model's outputs at (H, W), float32: a logits tensor
@@ -249,7 +254,7 @@ class Predictor:
         if self._tiled(h, w):
             grid = self._grid(*x.shape[-2:], scale)
             parts = [sliding.stitch(self._run, sliding.tensor_fetcher(img.float().cpu()), grid, self.blend,
-                                    self.tile_batch) for img in x]
+                                    self._tile_batch(grid)) for img in x]
             out = ({k: torch.stack([p[k] for p in parts]) for k in parts[0]} if isinstance(parts[0], dict)
                    else torch.stack(parts))
         else:
@@ -307,7 +312,8 @@ class Predictor:
             yield 0, h, logits.argmax(0).cpu().numpy().astype(dtype)
             return
         fetch = sliding.uint8_fetcher(image, self.mean, self.std)
-        for y0, y1, band in sliding.iter_bands(self._run, fetch, self._grid(h, w), self.blend, self.tile_batch):
+        grid = self._grid(h, w)
+        for y0, y1, band in sliding.iter_bands(self._run, fetch, grid, self.blend, self._tile_batch(grid)):
             yield y0, y1, _semantic(band).argmax(0).cpu().numpy().astype(dtype)
 
     def describe(self) -> str:
