@@ -28,3 +28,16 @@ def shared_dataset(name: str) -> Path:
 @pytest.fixture
 def camvid_root() -> Path:
     return shared_dataset("camvid")
+
+
+def run_cli(argv, capsys):
+    """Run the `pixelwise` CLI in-process: (exit code, stdout, stderr)."""
+    from pixelwise.cli import main
+
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as exc:
+        code = exc.code or 0
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import run_cli
 from pixelwise.cli import main
 
 RECIPE = """
@@ -16,14 +17,7 @@ train: {epochs: 1, batch_size: 4, lr: 0.01}
 """
 
 
-def run(argv, capsys):
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = exc.code or 0
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+run = run_cli
 
 
 @pytest.fixture(scope="module")

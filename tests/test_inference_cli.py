@@ -6,17 +6,10 @@ import torch
 from PIL import Image
 
 import pixelwise as pw
-from pixelwise.cli import main
+from conftest import run_cli
 
 
-def run(argv, capsys):
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = exc.code or 0
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+run = run_cli
 
 
 @pytest.fixture(scope="module")

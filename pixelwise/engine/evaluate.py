@@ -59,28 +59,13 @@ def evaluate(model_or_dir, dataset, split: str = "val", device: str | None = Non
     Returns the dict of `scores_from_confusion` (miou, pixel_acc, mean_acc, per_class_iou, ... in 0..1)
     plus 'confusion'. Labels are scored at their own resolution.
     """
-    from pathlib import Path
-
     from pixelwise.config import DataConfig
     from pixelwise.data.formats import open_dataset
     from pixelwise.data.transforms import build_transform
-    from pixelwise.errors import DataError
-    from pixelwise.inference.predictor import Predictor
 
     if isinstance(dataset, str):
         dataset = open_dataset(dataset, split)
-    if isinstance(model_or_dir, (str, Path)):
-        predictor = Predictor.from_dir(model_or_dir, device=device, precision=precision, **(predictor_options or {}))
-    elif isinstance(model_or_dir, Predictor):
-        predictor = model_or_dir
-    else:
-        config = {"classes": dataset.classes, "palette": dataset.palette, "preprocessing": {}}
-        predictor = Predictor(model_or_dir, config, device or "cpu", precision)
-    if predictor.num_classes != dataset.num_classes:
-        raise DataError(f"{dataset.name}: dataset has {dataset.num_classes} classes but the model predicts "
-                        f"{predictor.num_classes}")
-    if len(dataset) == 0:
-        raise DataError(f"{dataset.name}: no images to evaluate")
+    predictor = _as_predictor(model_or_dir, dataset, device, precision, **(predictor_options or {}))
     transform = build_transform(DataConfig(mean=tuple(predictor.mean), std=tuple(predictor.std)), train=False)
     scores = evaluate_logits_fn(predictor.logits, dataset, transform, predictor.num_classes, predictor.device,
                                 batch_size, num_workers, progress=progress, on_batch=on_batch)
@@ -88,14 +73,15 @@ def evaluate(model_or_dir, dataset, split: str = "val", device: str | None = Non
     return scores
 
 
-def _as_predictor(model_or_dir, dataset, device, precision: str):
+def _as_predictor(model_or_dir, dataset, device, precision: str, **options):
+    """A Predictor for a model directory, a Predictor or an nn.Module, checked against the dataset."""
     from pathlib import Path
 
     from pixelwise.errors import DataError
     from pixelwise.inference.predictor import Predictor
 
     if isinstance(model_or_dir, (str, Path)):
-        predictor = Predictor.from_dir(model_or_dir, device=device, precision=precision)
+        predictor = Predictor.from_dir(model_or_dir, device=device, precision=precision, **options)
     elif isinstance(model_or_dir, Predictor):
         predictor = model_or_dir
     else:

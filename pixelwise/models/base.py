@@ -9,6 +9,12 @@ from pixelwise.models.blocks import resize
 from pixelwise.models.encoders import encoder_norm
 
 
+def pad_to_stride(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Zero-pad (N,C,H,W) at the right and bottom to multiples of `stride` (callers crop back to H, W)."""
+    pad_h, pad_w = -x.shape[-2] % stride, -x.shape[-1] % stride
+    return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+
+
 class SegmentationModel(nn.Module):
     """The one model class every architecture builds.
 
@@ -42,9 +48,7 @@ class SegmentationModel(nn.Module):
         if x.ndim != 4:
             raise ValueError(f"expected an (N, C, H, W) batch, got shape {tuple(x.shape)}")
         h, w = x.shape[-2:]
-        pad_h, pad_w = -h % self.stride, -w % self.stride
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = pad_to_stride(x, self.stride)
         size = x.shape[-2:]
         features = self.encoder(x)
         logits = resize(self.head(self.decoder(features)), size)[..., :h, :w]

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pixelwise.errors import ModelError
+from pixelwise.models.base import pad_to_stride
 from pixelwise.models.blocks import ASPP, ConvNormAct, SeparableConv, resize
 from pixelwise.models.encoders import create_encoder, encoder_norm
 
@@ -74,9 +74,7 @@ class PanopticDeepLab(nn.Module):
         if x.ndim != 4:
             raise ValueError(f"expected an (N, C, H, W) batch, got shape {tuple(x.shape)}")
         h, w = x.shape[-2:]
-        pad_h, pad_w = -h % self.stride, -w % self.stride
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = pad_to_stride(x, self.stride)
         size = x.shape[-2:]
         features = self.encoder(x)
         semantic = self.semantic_head(self.semantic_decoder(features))
