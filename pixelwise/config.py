@@ -32,9 +32,12 @@ class DataConfig:
     scale_range: tuple[float, float] = (0.75, 1.5)
     hflip: bool = True
     rotate: float = 0.0                   # max degrees of random rotation
+    vflip: bool = False                   # vertical flips too (aerial and microscopy images have no "up")
     color_jitter: float = 0.2             # brightness/contrast/saturation strength, 0 = off
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    elastic: float = 0.0                  # elastic deformation strength alpha in pixels (U-Net paper), 0 = off
+    elastic_sigma: float = 10.0           # smoothness of the elastic displacement field, in pixels
+    mean: tuple[float, float, float] | None = None  # None: what the model's weights expect (see trainer)
+    std: tuple[float, float, float] | None = None
     num_workers: int = 2
     val_resize: int | None = None         # shorter side for validation images (None = full size)
     limit: int | None = None              # use only the first N training images (quick runs)
@@ -70,6 +73,10 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     time_limit_min: float | None = None   # training-time budget in minutes: LR decays by time, stops at 0
+    ema: float = 0.0                      # decay of an exponential moving average of the weights, 0 = off
+    encoder_lr_mult: float | None = None  # encoder LR = lr * this; None: 0.1 if the encoder is pretrained, else 1
+    freeze_encoder_epochs: float = 0.0    # train only decoder and head for this many epochs first
+    init_from: str | None = None          # a saved model directory to start from (fine-tuning)
     log_every: int = 10
 
 
@@ -164,10 +171,17 @@ def config_from_dict(values: dict) -> Config:
     for section, key in POSITIVE:
         if getattr(getattr(cfg, section), key) <= 0:
             raise ConfigError(f"config key '{section}.{key}': must be positive")
+    if not 0 <= cfg.train.ema < 1:
+        raise ConfigError(f"config key 'train.ema': expected a decay in [0, 1), got {cfg.train.ema}")
+    if cfg.train.encoder_lr_mult is not None and cfg.train.encoder_lr_mult < 0:
+        raise ConfigError("config key 'train.encoder_lr_mult': must not be negative")
     lo, hi = cfg.data.scale_range
     if not 0 < lo <= hi:
         raise ConfigError(f"config key 'data.scale_range': expected 0 < low <= high, got {cfg.data.scale_range}")
     return cfg
+
+
+ALIASES = {"init_from": "train.init_from"}  # `pixelwise train CONFIG init_from=MODEL_DIR`
 
 
 def apply_overrides(values: dict, overrides: list[str]) -> dict:
@@ -182,6 +196,8 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
         except yaml.YAMLError:
             value = raw
         parts = key.split(".")
+        if parts[0] in ALIASES:
+            parts = [*ALIASES[parts[0]].split("."), *parts[1:]]
         node = values
         for part in parts[:-1]:
             node = node.setdefault(part, {})

