@@ -77,7 +77,10 @@ def data_check(spec: str, splits: tuple[str, ...], weights: bool, json_out: str 
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available).")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.md at the end.")
 def train(config: str, overrides: tuple[str, ...], out: str, resume: bool, device: str | None, report: bool) -> None:
-    """Train from a YAML recipe: pixelwise train CONFIG.yaml [KEY=VALUE ...] --out RUN_DIR."""
+    """Train from a YAML recipe: pixelwise train CONFIG.yaml [KEY=VALUE ...] --out RUN_DIR.
+
+    KEY=VALUE overrides any recipe key (data.root=PATH, train.epochs=5, ...); init_from=MODEL_DIR starts
+    from a saved model (fine-tuning; the classifier is re-initialised if the class list differs)."""
     from pixelwise.config import load_config
     from pixelwise.engine.trainer import train as run_train
 

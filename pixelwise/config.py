@@ -34,11 +34,12 @@ class DataConfig:
     rotate: float = 0.0                   # max degrees of random rotation
     vflip: bool = False                   # vertical flips too (aerial and microscopy images have no "up")
     color_jitter: float = 0.2             # brightness/contrast/saturation strength, 0 = off
-    elastic: float = 0.0                  # elastic deformation strength alpha in pixels (U-Net paper), 0 = off
+    elastic: float = 0.0                  # elastic deformation magnitude (torchvision alpha; U-Net paper), 0 = off
     elastic_sigma: float = 10.0           # smoothness of the elastic displacement field, in pixels
     mean: tuple[float, float, float] | None = None  # None: what the model's weights expect (see trainer)
     std: tuple[float, float, float] | None = None
     num_workers: int = 2
+    cache: bool = False                   # keep decoded training images in memory after the first epoch
     val_resize: int | None = None         # shorter side for validation images (None = full size)
     limit: int | None = None              # use only the first N training images (quick runs)
     task: str | None = None               # semantic | panoptic (None: from the model, see pixelwise.tasks)

@@ -63,3 +63,25 @@ def test_pad_collate():
     x, y = pad_collate([a, b])
     assert x.shape == (2, 3, 6, 5) and y.shape == (2, 6, 5)
     assert (y[0, 4:] == 255).all() and (y[1, :, 3:] == 255).all()
+
+
+def test_transformed_dataset_cache_decodes_once_and_still_augments():
+    from pixelwise.data.dataset import TransformedDataset
+
+    reads = []
+
+    class Counting:
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            reads.append(i)
+            return i
+
+    draws = iter(range(100))
+    data = TransformedDataset(Counting(), lambda s: (s, next(draws)), cache=True)
+    assert [data[0], data[0], data[1], data[0]] == [(0, 0), (0, 1), (1, 2), (0, 3)]
+    assert reads == [0, 1]
+    plain = TransformedDataset(Counting(), lambda s: s)
+    plain[0], plain[0]
+    assert reads == [0, 1, 0, 0]

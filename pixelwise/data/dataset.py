@@ -55,14 +55,25 @@ class SegmentationDataset(Dataset):
 
 
 class TransformedDataset(Dataset):
-    """Applies a transform (Sample -> anything, e.g. tensors) to each item of a dataset."""
+    """Applies a transform (Sample -> anything, e.g. tensors) to each item of a dataset.
 
-    def __init__(self, dataset: SegmentationDataset, transform: Callable[[Sample], Any]):
+    cache=True keeps every decoded Sample in memory after its first read (in each loader worker), so later
+    epochs skip decoding: worth it for small sets of large or slow-to-decode images (RGB-coded masks).
+    The transform still runs on every read, so augmentation is unaffected.
+    """
+
+    def __init__(self, dataset: SegmentationDataset, transform: Callable[[Sample], Any], cache: bool = False):
         self.dataset = dataset
         self.transform = transform
+        self.cache: dict[int, Sample] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int):
-        return self.transform(self.dataset[index])
+        if self.cache is None:
+            return self.transform(self.dataset[index])
+        sample = self.cache.get(index)
+        if sample is None:
+            sample = self.cache[index] = self.dataset[index]
+        return self.transform(sample)

@@ -214,7 +214,7 @@ def _check_run_dir(out: Path, resume: bool) -> None:
 def _loader(cfg: Config, task, train_ds, info: ddp.DistInfo):
     tc = cfg.train
     per_proc = max(1, tc.batch_size // info.world)
-    train_data = TransformedDataset(train_ds, task.transform(train=True))
+    train_data = TransformedDataset(train_ds, task.transform(train=True), cache=cfg.data.cache)
     if info.world > 1:
         sampler = DistributedSampler(train_data, info.world, info.rank, shuffle=True, seed=tc.seed)
     else:
