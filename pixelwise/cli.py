@@ -144,10 +144,13 @@ def inference_options(fn):
 @click.option("--classic", "classic_method", default=None,
               help="Score a classical method instead of a model (binary tasks), e.g. --classic otsu.")
 @click.option("--param", "params", multiple=True, help="KEY=VALUE for --classic (method parameters, rule=dark, ...).")
+@click.option("--data-option", "data_options", multiple=True,
+              help="KEY=VALUE reader option, e.g. 'remap={255: 1}' or 'classes=[membrane, cell]' (default: the "
+                   "model's training recipe's options when --data has the same format).")
 @inference_options
 def eval_cmd(model_dir: str | None, task: str, pred: str | None, images_dir: str | None, method: str, spec: str,
              split: str, json_out: str | None, report_dir: str | None, device: str | None,
-             classic_method: str | None, params: tuple[str, ...], precision: str,
+             classic_method: str | None, params: tuple[str, ...], data_options: tuple[str, ...], precision: str,
              tile: int | None, overlap: float, tta: str | None, crf: str) -> None:
     """Score a saved model on a dataset split (or predictions made elsewhere, --pred, or a classical
     method, --classic); prints a table."""
@@ -174,7 +177,7 @@ def eval_cmd(model_dir: str | None, task: str, pred: str | None, images_dir: str
     from pixelwise.engine.evaluate import evaluate
     from pixelwise.inference.predictor import Predictor
 
-    dataset = open_dataset(spec, split)
+    dataset = open_dataset(spec, split, **reader_options(model_dir, spec, data_options))
     predictor = Predictor.from_dir(model_dir, device=device, precision=precision, tile=tile, overlap=overlap,
                                    tta=tta, crf=crf)
     click.echo(f"running: {predictor.describe()}", err=True)
@@ -187,6 +190,26 @@ def eval_cmd(model_dir: str | None, task: str, pred: str | None, images_dir: str
         from pixelwise.report import write_report
 
         click.echo(f"report: {write_report(predictor, dataset, report_dir, title=f'{model_dir} on {dataset.name}')}")
+
+
+def reader_options(model_dir: str, spec: str, items: tuple[str, ...]) -> dict:
+    """Dataset reader options: --data-option KEY=VALUE, else those of the model's training recipe (data.options
+    and data.classes) when it was trained on the same format, so a model trained on a set that needs
+    options (ISBI's remap, a class list) evaluates on it with no more than --data."""
+    if items:
+        return parse_params(items)
+    from pixelwise.data.formats import parse_spec
+    from pixelwise.engine.checkpoint import read_model_config
+
+    data = (read_model_config(model_dir).get("recipe") or {}).get("data") or {}
+    if data.get("format") != parse_spec(spec)[0]:
+        return {}
+    options = dict(data.get("options") or {})
+    if data.get("classes"):
+        options["classes"] = data["classes"]
+    if options:
+        click.echo(f"reader options from the model's recipe: {options}", err=True)
+    return options
 
 
 def format_scores(scores: dict) -> str:

@@ -34,8 +34,8 @@ class DataConfig:
     rotate: float = 0.0                   # max degrees of random rotation
     vflip: bool = False                   # vertical flips too (aerial and microscopy images have no "up")
     color_jitter: float = 0.2             # brightness/contrast/saturation strength, 0 = off
-    elastic: float = 0.0                  # elastic deformation magnitude (torchvision alpha; U-Net paper), 0 = off
-    elastic_sigma: float = 10.0           # smoothness of the elastic displacement field, in pixels
+    elastic: float = 0.0                  # elastic deformation: std of the grid displacements in pixels, 0 = off
+    elastic_grid: int = 3                 # displacements drawn on a grid x grid lattice (U-Net paper: 3)
     mean: tuple[float, float, float] | None = None  # None: what the model's weights expect (see trainer)
     std: tuple[float, float, float] | None = None
     num_workers: int = 2

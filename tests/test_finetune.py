@@ -141,7 +141,7 @@ def test_elastic_deformation_keeps_labels_discrete():
     image = rng.integers(0, 255, (70, 70, 3), dtype=np.uint8)
     labels = np.zeros((70, 70), np.int64)
     labels[20:50, 20:50] = 1
-    t = build_transform(DataConfig(crop_size=64, scale_range=(1.0, 1.0), elastic=40.0, elastic_sigma=4.0,
+    t = build_transform(DataConfig(crop_size=64, scale_range=(1.0, 1.0), elastic=6.0, elastic_grid=3,
                                    hflip=False, color_jitter=0.0, mean=(0.0,) * 3, std=(1.0,) * 3), train=True)
     torch.manual_seed(0)
     x, y = t(Sample(image=image, semantic=labels))
@@ -171,3 +171,23 @@ def test_fine_tune_a_saved_model_on_new_classes_end_to_end(tmp_path):
     assert sorted(saved["init_from"]["reinitialised"]) == ["head.bias", "head.weight"]
     src_pre = ckpt.read_model_config(tmp_path / "src" / "best")["preprocessing"]
     assert saved["preprocessing"]["mean"] == src_pre["mean"]
+
+
+def test_eval_takes_reader_options_from_the_recipe_or_the_command_line(tmp_path, capsys):
+    from conftest import run_cli
+
+    folder = make_folder(tmp_path / "set", stems=("a", "b", "c"), classes=None)  # no classes.txt
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"data: {{format: folder, root: {folder}, train_split: 'all[:2]', val_split: 'all[2:]', "
+                      "crop_size: 8, scale_range: [1.0, 1.0], num_workers: 0, options: {classes: [bg, fg]}}\n"
+                      "model: {name: unet, kwargs: {base_channels: 4, depth: 2}}\ntrain: {epochs: 1, batch_size: 2}\n")
+    code, _, err = run_cli(["train", str(recipe), "--out", str(tmp_path / "run"), "--no-report"], capsys)
+    assert code == 0, err
+    model = str(tmp_path / "run" / "best")
+    code, out, err = run_cli(["eval", model, "--data", f"folder:{folder}", "--split", "all[2:]"], capsys)
+    assert code == 0 and "reader options from the model's recipe" in err and "mIoU" in out
+    code, out, err = run_cli(["eval", model, "--data", f"folder:{folder}", "--split", "all[2:]",
+                              "--data-option", "classes=[bg, fg]"], capsys)
+    assert code == 0 and "from the model's recipe" not in err and "mIoU" in out
+    code, out, err = run_cli(["eval", model, "--data", f"synthetic:1"], capsys)
+    assert code != 0 and "classes" in err  # other format: no recipe options; the class mismatch is named
