@@ -12,8 +12,9 @@ from pixelwise.data.sample import Sample
 from pixelwise.data.transforms import build_transform
 from pixelwise.engine import checkpoint as ckpt
 from pixelwise.engine.ema import ModelEMA
-from pixelwise.engine.finetune import load_init, param_groups, set_encoder_frozen
-from pixelwise.engine.trainer import encoder_lr_mult, resolve_normalisation, train
+from pixelwise.engine.finetune import (encoder_lr_mult, load_init, param_groups, resolve_normalisation,
+                                       set_encoder_frozen)
+from pixelwise.engine.trainer import train
 from pixelwise.errors import ConfigError, ModelError
 from pixelwise.models import create_model
 from test_formats import make_folder

