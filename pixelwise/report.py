@@ -24,7 +24,20 @@ def _image_miou(pred: np.ndarray, target: np.ndarray, n: int) -> float:
     return scores_from_confusion(mat)["miou"]
 
 
+def _fit(row: np.ndarray, max_width: int = 1800) -> np.ndarray:
+    """Shrink an (H, W, 3) uint8 strip to at most max_width pixels wide (box filter), keeping its aspect:
+    a grid of 2000-px aerial tiles would otherwise make a 40 MB PNG."""
+    h, w = row.shape[:2]
+    if w <= max_width:
+        return row
+    from PIL import Image
+
+    size = (max_width, max(1, round(h * max_width / w)))
+    return np.asarray(Image.fromarray(row).resize(size, Image.Resampling.BOX))
+
+
 def _grid(rows: list[np.ndarray]) -> np.ndarray:
+    rows = [_fit(r) for r in rows]
     width = max(r.shape[1] for r in rows)
     padded = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     return np.concatenate(padded, 0)

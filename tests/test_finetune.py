@@ -192,3 +192,12 @@ def test_eval_takes_reader_options_from_the_recipe_or_the_command_line(tmp_path,
     assert code == 0 and "from the model's recipe" not in err and "mIoU" in out
     code, out, err = run_cli(["eval", model, "--data", f"synthetic:1"], capsys)
     assert code != 0 and "classes" in err  # other format: no recipe options; the class mismatch is named
+
+
+def test_report_example_strips_are_capped_in_width():
+    from pixelwise.report import _grid
+
+    big = np.zeros((1480, 3 * 2149, 3), np.uint8)
+    small = np.zeros((100, 300, 3), np.uint8)
+    grid = _grid([big, small])
+    assert grid.shape[1] == 1800 and grid.shape[0] == round(1480 * 1800 / (3 * 2149)) + 4 + 100 + 4
