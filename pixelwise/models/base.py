@@ -15,6 +15,16 @@ def pad_to_stride(x: torch.Tensor, stride: int) -> torch.Tensor:
     return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
 
 
+def encode_padded(encoder: nn.Module, x: torch.Tensor, stride: int):
+    """Check that x is (N, C, H, W), pad it to a multiple of `stride` and run the encoder.
+    Returns (features, (H, W) of the input, padded size) so heads can resize to the padded size and crop."""
+    if x.ndim != 4:
+        raise ValueError(f"expected an (N, C, H, W) batch, got shape {tuple(x.shape)}")
+    h, w = x.shape[-2:]
+    x = pad_to_stride(x, stride)
+    return encoder(x), (h, w), x.shape[-2:]
+
+
 class SegmentationModel(nn.Module):
     """The one model class every architecture builds.
 
@@ -45,12 +55,7 @@ class SegmentationModel(nn.Module):
         self.norm = getattr(encoder, "norm", None) or encoder_norm(encoder_name)  # what its weights expect
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        if x.ndim != 4:
-            raise ValueError(f"expected an (N, C, H, W) batch, got shape {tuple(x.shape)}")
-        h, w = x.shape[-2:]
-        x = pad_to_stride(x, self.stride)
-        size = x.shape[-2:]
-        features = self.encoder(x)
+        features, (h, w), size = encode_padded(self.encoder, x, self.stride)
         logits = resize(self.head(self.decoder(features)), size)[..., :h, :w]
         if self.aux_head is not None and self.training:
             aux = resize(self.aux_head(features), size)[..., :h, :w]

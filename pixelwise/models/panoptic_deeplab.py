@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pixelwise.errors import ModelError
-from pixelwise.models.base import pad_to_stride
+from pixelwise.models.base import encode_padded
 from pixelwise.models.blocks import ASPP, ConvNormAct, SeparableConv, resize
 from pixelwise.models.encoders import create_encoder, encoder_norm
 
@@ -71,12 +71,7 @@ class PanopticDeepLab(nn.Module):
         self.postprocess = dict(postprocess)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if x.ndim != 4:
-            raise ValueError(f"expected an (N, C, H, W) batch, got shape {tuple(x.shape)}")
-        h, w = x.shape[-2:]
-        x = pad_to_stride(x, self.stride)
-        size = x.shape[-2:]
-        features = self.encoder(x)
+        features, (h, w), size = encode_padded(self.encoder, x, self.stride)
         semantic = self.semantic_head(self.semantic_decoder(features))
         instance = self.instance_decoder(features)
         center, offset = self.center_head(instance), self.offset_head(instance)
