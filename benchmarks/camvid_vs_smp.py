@@ -52,10 +52,10 @@ def main() -> None:
     args = ap.parse_args()
 
     from pixelwise.config import ModelConfig, load_config
-    from pixelwise.engine.checkpoint import load_model
     from pixelwise.engine.evaluate import evaluate
     from pixelwise.engine.trainer import train
     from pixelwise.hardware import describe_cpu
+    from pixelwise.modeldir import load_model
     from pixelwise.models import MODELS, count_params
 
     MODELS["smp_unet"] = smp_unet
@@ -70,7 +70,7 @@ def main() -> None:
         if not (run / "best" / "config.json").is_file():
             train(recipe, run, progress=True)
         scores = evaluate(run / "best", f"camvid:{args.data}", "val", precision="fp32")
-        params = count_params(load_model(run / "best")[0]) / 1e6
+        params = count_params(load_model(run / "best")) / 1e6
         epochs, minutes = _log(run)
         rows.append((label, params, epochs, minutes, scores["miou"], scores["pixel_acc"]))
         print(rows[-1], flush=True)

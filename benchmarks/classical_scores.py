@@ -29,8 +29,8 @@ from skimage import measure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pixelwise import classical  # noqa: E402
-from pixelwise.classical.scoring import (PQStats, confusion_matrix, panoptic_quality, pq_stats,  # noqa: E402
-                                         semantic_scores)
+from pixelwise.metrics.panoptic import instance_pq, instance_stats  # noqa: E402
+from pixelwise.metrics.semantic import confusion, scores_from_confusion  # noqa: E402
 from pixelwise.classical._util import remove_small  # noqa: E402
 from pixelwise.classical.watershed import split_touching  # noqa: E402
 
@@ -80,22 +80,30 @@ def load_dsb(root: Path, limit: int | None):
         yield folder.name[:8], image, (instances > 0).astype(np.int64), instances
 
 
+def semantic_row(cm: np.ndarray, foreground: int = 1) -> dict:
+    """miou, pixel_acc, mean_acc, per_class_iou and the foreground IoU (NaN where absent) of a 2x2 matrix."""
+    s = scores_from_confusion(cm)
+    fg = s["per_class_iou"][foreground]
+    return {k: s[k] for k in ("miou", "pixel_acc", "mean_acc", "per_class_iou")} | {
+        "fg_iou": float("nan") if fg is None else fg}
+
+
 def score(samples, method: str, params: dict, rule: str) -> dict:
     cm = np.zeros((2, 2), np.int64)
-    cc, ws, seconds = PQStats(), PQStats(), 0.0
+    cc, ws, seconds = np.zeros((2, 4)), np.zeros((2, 4)), 0.0
     for _, image, truth, instances in samples:
         start = time.perf_counter()
         fg = classical.to_semantic(classical.segment(image, method, **params), image, rule)
         seconds += time.perf_counter() - start
-        cm += confusion_matrix(fg, truth, 2)
+        cm += confusion(fg, truth, 2)
         if instances is not None:
             fg = remove_small(fg, MIN_SIZE)
-            cc = cc + pq_stats(measure.label(fg, connectivity=1), instances)
-            ws = ws + pq_stats(split_touching(fg, h=2.0), instances)
-    row = semantic_scores(cm)
+            cc += instance_stats(measure.label(fg, connectivity=1), instances)
+            ws += instance_stats(split_touching(fg, h=2.0), instances)
+    row = semantic_row(cm)
     row["s_per_image"] = seconds / len(samples)
     if samples[0][3] is not None:
-        row["pq_cc"], row["pq_ws"] = panoptic_quality(cc)["pq"], panoptic_quality(ws)["pq"]
+        row["pq_cc"], row["pq_ws"] = instance_pq(cc)["pq"], instance_pq(ws)["pq"]
     return row
 
 

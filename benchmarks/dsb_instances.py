@@ -34,11 +34,11 @@ def train_run(name: str, data: str, minutes: float, out: Path) -> dict:
 
 def score_run(run: Path, data: str, method: str) -> dict:
     from pixelwise.data.formats import open_dataset
-    from pixelwise.engine.evaluate import evaluate_panoptic
+    from pixelwise.engine.evaluate import evaluate
 
     val = open_dataset(f"dsb:{data}", "val")
     t0 = time.time()
-    s = evaluate_panoptic(run / "best", val, device="cpu", method=method, max_dets=1000)
+    s = evaluate(run / "best", val, device="cpu", task="panoptic", task_options={"method": method, "max_dets": 1000})
     nucleus = s["per_class"]["nucleus"]
     return {"mask_ap": s["mask_ap"]["ap"], "ap50": s["mask_ap"]["ap50"], "ap75": s["mask_ap"]["ap75"],
             "pq_nucleus": nucleus["pq"], "sq_nucleus": nucleus["sq"], "rq_nucleus": nucleus["rq"], "pq": s["pq"],

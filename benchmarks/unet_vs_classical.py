@@ -21,11 +21,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from classical_scores import MIN_SIZE, PARAMS, RULES  # noqa: E402
+from classical_scores import MIN_SIZE, PARAMS, RULES, semantic_row  # noqa: E402
 
 from pixelwise import classical  # noqa: E402
 from pixelwise.classical.cli import evaluate_classic  # noqa: E402
-from pixelwise.classical.scoring import PQStats, confusion_matrix, panoptic_quality, pq_stats, semantic_scores  # noqa: E402
+from pixelwise.metrics.panoptic import instance_pq, instance_stats  # noqa: E402
+from pixelwise.metrics.semantic import confusion  # noqa: E402
 from pixelwise.classical._util import remove_small  # noqa: E402
 from pixelwise.classical.watershed import split_touching  # noqa: E402
 from pixelwise.data.formats import open_dataset  # noqa: E402
@@ -45,21 +46,21 @@ SHOW = {"isbi": "multiotsu", "dsb": "li"}  # the best classical row of each set,
 
 def score_unet(predictor: Predictor, dataset, fg_class: int) -> tuple[dict, list[np.ndarray]]:
     cm = np.zeros((2, 2), np.int64)
-    stats, preds = PQStats(), []
+    stats, preds = np.zeros((2, 4)), []
     for i in range(len(dataset)):
         sample = dataset[i]
         pred = predictor.predict(sample.image).semantic
         preds.append(pred)
-        cm += confusion_matrix(pred, sample.semantic, 2)
+        cm += confusion(pred, sample.semantic, 2)
         if sample.instances is not None:
             fg = remove_small(pred == fg_class, MIN_SIZE)
             truth_ids = np.zeros(pred.shape, np.int32)
             for k, m in enumerate(sample.instances.masks, start=1):
                 truth_ids[m] = k
-            stats = stats + pq_stats(split_touching(fg, 2.0), truth_ids)
-    out = semantic_scores(cm, foreground=fg_class)
+            stats += instance_stats(split_touching(fg, 2.0), truth_ids)
+    out = semantic_row(cm, foreground=fg_class)
     if dataset[0].instances is not None:
-        out.update(panoptic_quality(stats))
+        out.update(instance_pq(stats))
     return out, preds
 
 

@@ -3,6 +3,7 @@
     import pixelwise as pw
     model = pw.create_model("unet", num_classes=11)
     pw.save_model(model, "my_model", classes=[...])
+    model = pw.load_model("my_model")                             # nn.Module; model.pixelwise_config
     pred = pw.Predictor.from_dir("my_model").predict(image)      # uint8 (H,W,3) -> Prediction
     scores = pw.evaluate("my_model", "camvid:/data/camvid")       # miou, pixel_acc, per_class_iou, ...
 
@@ -15,10 +16,12 @@ __version__ = "0.1.0"
 _API = {
     "create_model": "pixelwise.models",
     "list_models": "pixelwise.models",
-    "save_model": "pixelwise.engine.checkpoint",
-    "load_model": "pixelwise.engine.checkpoint",
+    "save_model": "pixelwise.modeldir",
+    "load_model": "pixelwise.modeldir",
+    "read_model_config": "pixelwise.modeldir",
     "Predictor": "pixelwise.inference.predictor",
-    "Prediction": "pixelwise.inference.predictor",
+    "Prediction": "pixelwise.tasks",
+    "TASKS": "pixelwise.tasks",
     "evaluate": "pixelwise.engine.evaluate",
     "open_dataset": "pixelwise.data.formats",
     "train": "pixelwise.engine.trainer",
@@ -26,7 +29,7 @@ _API = {
 }
 
 
-_MODULES = ("classical", "models", "metrics", "losses", "viz")  # submodules reachable as pw.NAME
+_MODULES = ("classical", "models", "metrics", "losses", "tasks", "viz")  # submodules reachable as pw.NAME
 __all__ = [*_API, *_MODULES, "__version__"]
 
 

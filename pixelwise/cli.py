@@ -96,13 +96,12 @@ def train(config: str, overrides: tuple[str, ...], out: str, resume: bool, devic
     if report and result.best_epoch > 0:
         from pixelwise.data.formats import open_dataset
         from pixelwise.inference.predictor import Predictor
+        from pixelwise.engine.trainer import dataset_options
         from pixelwise.report import write_report
 
-        from pixelwise.engine.trainer import dataset_options
-
         val = open_dataset(f"{cfg.data.format}:{cfg.data.root}", cfg.data.val_split, **dataset_options(cfg))
-        path = write_report(Predictor.from_dir(Path(out) / "best", device=device), val, out,
-                            title=f"{cfg.model.name} on {val.name}", curves=Path(out) / "training_curves.png")
+        path, _ = write_report(Predictor.from_dir(Path(out) / "best", device=device), val, out,
+                               title=f"{cfg.model.name} on {val.name}", curves=Path(out) / "training_curves.png")
         click.echo(f"report: {path}")
 
 
@@ -126,15 +125,56 @@ def inference_options(fn):
     return fn
 
 
+def given(ctx: click.Context, *names: str) -> list[str]:
+    """The options among `names` that the user typed on the command line (not left at their default)."""
+    from click.core import ParameterSource
+
+    return [n for n in names if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
+
+
+def refuse(ctx: click.Context, names: tuple[str, ...], why: str) -> None:
+    """A usage error naming the first of `names` the user gave, when `why` says they cannot apply."""
+    used = given(ctx, *names)
+    if used:
+        raise click.UsageError(f"--{used[0].replace('_', '-')} {why}")
+
+
+MODEL_OPTIONS = ("precision", "tile", "overlap", "tta", "crf", "method", "task_name", "device", "data_options")
+
+
+def build_predictor(ctx: click.Context, model_dir: str, task: str | None, method: str | None, device, precision,
+                    tile, overlap, tta, crf):
+    """The Predictor of eval and predict: the model's own task unless --task says another, --method as the
+    task's option where the task has it; an option the task cannot honour is a usage error."""
+    from pixelwise.inference.predictor import Predictor
+    from pixelwise.tasks import model_task, task_class
+    from pixelwise.modeldir import read_model_config
+
+    options = {}
+    if method is not None:
+        name = task or (model_task(read_model_config(model_dir)) if not model_dir.endswith(".onnx") else None)
+        if name is not None and "method" not in getattr(task_class(name, "--task").Options, "__dataclass_fields__", {}):
+            raise click.UsageError(f"--method does not apply to the {name} task (it turns a semantic model's label "
+                                   "map into instances: --task panoptic or --task instance)")
+        options["method"] = method
+    try:
+        return Predictor.from_dir(model_dir, device=device, precision=precision, tile=tile, overlap=overlap, tta=tta,
+                                  crf=crf, task=task, task_options=options)
+    except PixelwiseError as exc:
+        if str(exc).startswith("--"):  # an option the task cannot honour: a usage error, as click's own
+            raise click.UsageError(str(exc)) from None
+        raise
+
+
 @cli.command("eval")
 @click.argument("model_dir", type=click.Path(), required=False)
-@click.option("--task", default="semantic", show_default=True, type=click.Choice(["semantic", "panoptic", "instance"]),
-              help="panoptic: PQ/SQ/RQ (+ mIoU, mask AP, DSB score); instance: mask AP.")
+@click.option("--task", "task_name", default=None, help="The task to score (default: the model's own); e.g. "
+              "panoptic or instance for a semantic model (instances from its label map, see --method).")
 @click.option("--pred", type=click.Path(dir_okay=False),
               help="Score these predictions instead of a model: COCO-panoptic JSON (PNG folder beside it) or "
                    "COCO instance results JSON, against --data coco-panoptic:GT_JSON / coco-instance:GT_JSON.")
 @click.option("--images", "images_dir", type=click.Path(file_okay=False), help="Images folder for coco-* data.")
-@click.option("--method", default="components", show_default=True, type=click.Choice(["components", "watershed"]),
+@click.option("--method", default=None, type=click.Choice(["components", "watershed"]),
               help="How a semantic model's label map becomes instances (--task panoptic|instance).")
 @click.option("--data", "spec", required=True, help="Dataset as FORMAT:ROOT.")
 @click.option("--split", default="val", show_default=True)
@@ -148,48 +188,64 @@ def inference_options(fn):
               help="KEY=VALUE reader option, e.g. 'remap={255: 1}' or 'classes=[membrane, cell]' (default: the "
                    "model's training recipe's options when --data has the same format).")
 @inference_options
-def eval_cmd(model_dir: str | None, task: str, pred: str | None, images_dir: str | None, method: str, spec: str,
-             split: str, json_out: str | None, report_dir: str | None, device: str | None,
-             classic_method: str | None, params: tuple[str, ...], data_options: tuple[str, ...], precision: str,
-             tile: int | None, overlap: float, tta: str | None, crf: str) -> None:
+@click.pass_context
+def eval_cmd(ctx: click.Context, model_dir: str | None, task_name: str | None, pred: str | None,
+             images_dir: str | None, method: str | None, spec: str, split: str, json_out: str | None,
+             report_dir: str | None, device: str | None, classic_method: str | None, params: tuple[str, ...],
+             data_options: tuple[str, ...], precision: str, tile: int | None, overlap: float, tta: str | None,
+             crf: str) -> None:
     """Score a saved model on a dataset split (or predictions made elsewhere, --pred, or a classical
-    method, --classic); prints a table."""
+    method, --classic); prints the task's table."""
     if classic_method:
+        if model_dir:
+            raise click.UsageError("--classic scores a classical method: give no MODEL_DIR")
+        refuse(ctx, (*MODEL_OPTIONS[:-1], "pred", "report_dir", "images_dir"), "does not apply to --classic")
         from pixelwise.classical.cli import evaluate_classic
 
         scores = evaluate_classic(classic_method, spec, parse_params(params), split=split)
         lines = [f"{k:<16} {v:.4f}" for k, v in scores.items() if isinstance(v, float)]
         click.echo(f"{classic_method} on {spec} [{split}]\n" + "\n".join(lines))
-        if json_out:
-            Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-            Path(json_out).write_text(json.dumps(scores, indent=2))
+        write_json(json_out, scores)
         return
-    if pred and task == "semantic":
-        raise click.UsageError("--pred needs --task panoptic or --task instance")
-    if task != "semantic":
-        from pixelwise.tasks.commands import run_eval
+    refuse(ctx, ("params",), "needs --classic")
+    if pred:
+        if model_dir:
+            raise click.UsageError("--pred scores prediction files: give no MODEL_DIR")
+        refuse(ctx, ("precision", "tile", "overlap", "tta", "crf", "method", "device", "report_dir", "data_options"),
+               "does not apply to --pred (it scores files, no model runs)")
+        from pixelwise.tasks import task_class
 
-        click.echo(run_eval(task, model_dir, spec, split, pred, images_dir, json_out, device, precision, method))
+        task = task_class(task_name or "semantic", "--task")
+        scores = task.score_files(pred, spec)
+        click.echo(task.table(scores))
+        write_json(json_out, scores)
         return
     if model_dir is None:
         raise click.UsageError("missing MODEL_DIR (or --pred with predictions to score)")
     from pixelwise.data.formats import open_dataset
     from pixelwise.engine.evaluate import evaluate
-    from pixelwise.inference.predictor import Predictor
 
-    dataset = open_dataset(spec, split, **reader_options(model_dir, spec, data_options))
-    predictor = Predictor.from_dir(model_dir, device=device, precision=precision, tile=tile, overlap=overlap,
-                                   tta=tta, crf=crf)
+    predictor = build_predictor(ctx, model_dir, task_name, method, device, precision, tile, overlap, tta, crf)
+    options = reader_options(model_dir, spec, data_options) | ({"images": images_dir} if images_dir else {})
+    dataset = open_dataset(spec, split, **options)
     click.echo(f"running: {predictor.describe()}", err=True)
-    scores = evaluate(predictor, dataset, progress=True)
-    click.echo(format_scores(scores))
-    if json_out:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(scores, indent=2))
     if report_dir:
         from pixelwise.report import write_report
 
-        click.echo(f"report: {write_report(predictor, dataset, report_dir, title=f'{model_dir} on {dataset.name}')}")
+        path, scores = write_report(predictor, dataset, report_dir, title=f"{model_dir} on {dataset.name}",
+                                    progress=True)
+    else:
+        scores = evaluate(predictor, dataset, progress=True)
+    click.echo(predictor.task.table(scores))
+    write_json(json_out, scores)
+    if report_dir:
+        click.echo(f"report: {path}")
+
+
+def write_json(path: str | None, scores: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(scores, indent=2))
 
 
 def reader_options(model_dir: str, spec: str, items: tuple[str, ...]) -> dict:
@@ -198,8 +254,10 @@ def reader_options(model_dir: str, spec: str, items: tuple[str, ...]) -> dict:
     options (ISBI's remap, a class list) evaluates on it with no more than --data."""
     if items:
         return parse_params(items)
+    if str(model_dir).endswith(".onnx"):
+        return {}
     from pixelwise.data.formats import parse_spec
-    from pixelwise.engine.checkpoint import read_model_config
+    from pixelwise.modeldir import read_model_config
 
     data = (read_model_config(model_dir).get("recipe") or {}).get("data") or {}
     if data.get("format") != parse_spec(spec)[0]:
@@ -210,17 +268,6 @@ def reader_options(model_dir: str, spec: str, items: tuple[str, ...]) -> dict:
     if options:
         click.echo(f"reader options from the model's recipe: {options}", err=True)
     return options
-
-
-def format_scores(scores: dict) -> str:
-    lines = [f"{'class':<20} {'IoU':>8} {'acc':>8}"]
-    for name, iou, acc in zip(scores["classes"], scores["per_class_iou"], scores["per_class_acc"]):
-        f = (lambda v: "     n/a" if v is None else f"{v:>8.4f}")
-        lines.append(f"{name:<20} {f(iou)} {f(acc)}")
-    lines.append(f"{'mIoU':<20} {scores['miou']:>8.4f}")
-    lines.append(f"{'pixel accuracy':<20} {scores['pixel_acc']:>8.4f}")
-    lines.append(f"{'mean class accuracy':<20} {scores['mean_acc']:>8.4f}")
-    return "\n".join(lines)
 
 
 def expand_images(items: tuple[str, ...]) -> list[Path]:
@@ -244,43 +291,37 @@ def expand_images(items: tuple[str, ...]) -> list[Path]:
 @click.argument("images", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--overlay", is_flag=True, help="Also write colour overlays with a legend.")
-@click.option("--task", default="semantic", show_default=True, type=click.Choice(["semantic", "panoptic"]),
-              help="panoptic: instance-shaded overlays with contours, COCO panoptic PNG + JSON, instances.json.")
-@click.option("--method", default="components", show_default=True, type=click.Choice(["components", "watershed"]),
-              help="How a semantic model's label map becomes instances (--task panoptic).")
-@click.option("--format", "formats", multiple=True, type=click.Choice(["png", "npy", "rle"]),
-              help="Outputs: index PNG (default), NumPy label map, COCO RLE JSON; repeat for several.")
+@click.option("--task", "task_name", default=None,
+              help="The task to answer (default: the model's own); e.g. instance for a panoptic model.")
+@click.option("--method", default=None, type=click.Choice(["components", "watershed"]),
+              help="How a semantic model's label map becomes instances (--task panoptic|instance).")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["png", "npy", "rle", "coco"]),
+              help="Outputs (repeat for several; default: the task's first). semantic: png (index PNG), npy, rle "
+                   "(COCO RLE JSON); panoptic: coco (panoptic PNG + JSON, instances.json), png (semantic map); "
+                   "instance: coco (instances.json); multilabel: png (a mask per class), npy, rle.")
 @click.option("--overwrite", is_flag=True, help="Predict again images whose outputs exist (default: skip them).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0), help="Image-decoding processes.")
 @click.option("--device", default=None)
 @inference_options
-def predict(model_dir: str, images: tuple[str, ...], out: str, overlay: bool, task: str, method: str,
-            formats: tuple[str, ...], overwrite: bool, workers: int, device: str | None, precision: str,
-            tile: int | None, overlap: float, tta: str | None, crf: str) -> None:
-    """Write index-PNG masks (and overlays) for images, folders or globs; --task panoptic: see its help."""
-    if task == "panoptic":
-        from pixelwise.tasks.commands import run_predict_panoptic
-
-        paths = expand_images(images)
-        if not paths:
-            raise PixelwiseError(f"no images found in {' '.join(images)}")
-        done, failed = run_predict_panoptic(model_dir, paths, out, device, precision, method)
-        click.echo(f"wrote {done} panoptic predictions to {out}" + (f"; {len(failed)} failed" if failed else ""))
-        if failed:
-            sys.exit(1)
-        return
+@click.pass_context
+def predict(ctx: click.Context, model_dir: str, images: tuple[str, ...], out: str, overlay: bool,
+            task_name: str | None, method: str | None, formats: tuple[str, ...], overwrite: bool, workers: int,
+            device: str | None, precision: str, tile: int | None, overlap: float, tta: str | None, crf: str) -> None:
+    """Predict images, folders or globs into --out, in the task's formats (and overlays); resumable."""
     from pixelwise.inference.batch import predict_files
-    from pixelwise.inference.predictor import Predictor
 
-    predictor = Predictor.from_dir(model_dir, device=device, precision=precision, tile=tile, overlap=overlap,
-                                   tta=tta, crf=crf)
     paths = expand_images(images)
     if not paths:
         raise PixelwiseError(f"no images found in {' '.join(images)}")
-    formats = list(formats or ("png",)) + (["overlay"] if overlay else [])
-    result = predict_files(predictor, paths, out, formats, overwrite=overwrite, num_workers=workers)
+    predictor = build_predictor(ctx, model_dir, task_name, method, device, precision, tile, overlap, tta, crf)
+    try:
+        writer_formats = predictor.task.check_formats(formats)
+    except PixelwiseError as exc:
+        raise click.UsageError(str(exc)) from None
+    result = predict_files(predictor, paths, out, writer_formats, overlay=overlay, overwrite=overwrite,
+                           num_workers=workers)
     failed = result.failed
-    click.echo(f"wrote {len(result.written)} predictions to {out}"
+    click.echo(f"wrote {len(result.written)} {predictor.task.name} predictions to {out}"
                + (f"; skipped {len(result.skipped)} already done" if result.skipped else "")
                + (f"; {len(failed)} failed" if failed else ""))
     if failed:

@@ -1,6 +1,6 @@
 """Typed configuration: what to train on, which model, how to train.
 
-A recipe is plain YAML with three sections (data, model, train) whose keys are the fields below. Command-line
+A recipe is plain YAML with sections data, task (optional), model and train, whose keys are the fields below. Command-line
 overrides are `section.key=value` (e.g. `data.root=/data/camvid train.epochs=5`); values are parsed as YAML
 scalars and checked against the field's type. Unknown keys and wrong types stop with a `ConfigError`
 naming the key.
@@ -42,7 +42,12 @@ class DataConfig:
     cache: bool = False                   # keep decoded training images in memory after the first epoch
     val_resize: int | None = None         # shorter side for validation images (None = full size)
     limit: int | None = None              # use only the first N training images (quick runs)
-    task: str | None = None               # semantic | panoptic (None: from the model, see pixelwise.tasks)
+
+
+@dataclass
+class TaskConfig:
+    name: str | None = None               # a key of pixelwise.tasks.TASKS (None: the model's own task)
+    options: dict[str, Any] = field(default_factory=dict)  # the task's options, e.g. {threshold: 0.5}
 
 
 @dataclass
@@ -64,7 +69,7 @@ class TrainConfig:
     schedule: str = "poly"                # poly | cosine | constant
     warmup_epochs: float = 0.0
     poly_power: float = 0.9
-    loss: str | dict[str, float] = "ce"  # ce, dice, focal, lovasz, ohem, or a weighted sum {ce: 1, dice: 0.5}
+    loss: str | dict[str, float] | None = None  # None: the task's own (semantic: ce); ce, dice, focal, ... or {ce: 1, dice: 0.5}
     class_weights: list[float] | None = None
     label_smoothing: float = 0.0
     amp: str = "auto"                     # auto | off | bf16 | fp16 (auto: bf16 on CUDA and bf16-capable CPUs)
@@ -84,6 +89,7 @@ class TrainConfig:
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -134,7 +140,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _build(cls: type, values: dict, prefix: str):
+def build_dataclass(cls: type, values: dict, prefix: str = ""):
+    """An instance of dataclass `cls` from plain data, every key and type checked (errors name
+    `prefix + key`); nested dataclass fields take nested mappings."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -145,7 +153,7 @@ def _build(cls: type, values: dict, prefix: str):
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key '{prefix}{key}': expected a mapping, got {value!r}")
-            kwargs[key] = _build(tp, value, f"{prefix}{key}.")
+            kwargs[key] = build_dataclass(tp, value, f"{prefix}{key}.")
         else:
             kwargs[key] = _check_type(prefix + key, value, tp)
     return cls(**kwargs)
@@ -163,8 +171,8 @@ POSITIVE = {("train", "epochs"), ("train", "batch_size"), ("train", "lr"), ("dat
 def config_from_dict(values: dict) -> Config:
     """Build a Config from nested plain data, checking every key, type and enumerated value."""
     if not isinstance(values, dict):
-        raise ConfigError(f"config must be a mapping with sections data/model/train, got {type(values).__name__}")
-    cfg = _build(Config, values, "")
+        raise ConfigError(f"config must be a mapping with sections data/task/model/train, got {type(values).__name__}")
+    cfg = build_dataclass(Config, values, "")
     for (section, key), allowed in CHOICES.items():
         value = getattr(getattr(cfg, section), key)
         if value not in allowed:
@@ -220,7 +228,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({exc})") from None
         if not isinstance(values, dict):
-            raise ConfigError(f"{path}: expected a mapping with sections data/model/train")
+            raise ConfigError(f"{path}: expected a mapping with sections data/task/model/train")
     values = apply_overrides(values, overrides or [])
     try:
         return config_from_dict(values)

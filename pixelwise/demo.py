@@ -48,10 +48,7 @@ def run_demo(out: Path, minutes: float = 1.0) -> dict:
         save_png(out / "predictions" / f"{sample.name}_overlay.png", pred.overlay(sample.image))
     lines = [f"Trained `{cfg.model.name}` (base_channels 16, depth 3) for {result.epochs_done} epochs "
              f"({result.seconds / 60:.1f} min on CPU); best epoch {result.best_epoch}.", ""]
-    report = write_report(predictor, val, out, title="pixelwise demo: U-Net on synthetic scenes",
+    report, scores = write_report(predictor, val, out, title="pixelwise demo: U-Net on synthetic scenes",
                           curves=run / "training_curves.png", extra_lines=lines)
-    import json
-
-    scores = json.loads((out / "scores.json").read_text())
     return {"seconds": time.time() - t0, "miou": scores["miou"], "pixel_acc": scores["pixel_acc"],
             "report": str(report), "epochs": result.epochs_done}

@@ -6,7 +6,7 @@
 The graph takes `image`: float32 (N, 3, H, W) RGB in 0..255 (a uint8 image cast to float, channels
 first), with N, H and W dynamic; it normalises with the model's mean/std, pads to the model's stride
 and returns `logits` float32 (N, C, H, W) (panoptic models: also `center`, `offset`). The model's
-config.json travels in the file's metadata (key "pixelwise_config"), so the file alone is enough to
+config.json (with its task) travels in the file's metadata (key "pixelwise_config"), so the file alone is enough to
 predict. A config `resize` (shorter side) is not in the graph: the Predictor applies it around it.
 """
 from __future__ import annotations
@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixelwise.errors import ModelError, PixelwiseError
-
-META_KEY = "pixelwise_config"
+from pixelwise.constants import IMAGENET_MEAN, IMAGENET_STD
+from pixelwise.errors import PixelwiseError
+from pixelwise.inference.onnx import META_KEY, session as onnx_session
 
 
 class _Graph(nn.Module):
@@ -61,16 +61,18 @@ def export_onnx(model_dir: str | Path, path: str | Path, opset: int = 17, check:
     """Write `path` from a model directory; with `check`, run onnxruntime and torch on random images of
     (batch, height, width) `check_sizes` (other sizes than the one traced) and report the largest
     absolute logit difference. Returns {"path", "outputs", "opset", "checks": [...], "max_abs_diff"}."""
-    from pixelwise.engine.checkpoint import load_model, resolve_model_dir
     from pixelwise.inference.fastpath import fold_batchnorm
+    from pixelwise.modeldir import load_model, resolve_model_dir
+    from pixelwise.tasks import model_task
 
     try:
         import onnx
     except ImportError:
         raise PixelwiseError("ONNX export needs the 'onnx' package: pip install 'pixelwise[export]'") from None
-    model, config = load_model(model_dir, device="cpu")
+    model = load_model(model_dir, device="cpu")
+    config = model.pixelwise_config
     pre = config.get("preprocessing", {})
-    mean, std = pre.get("mean", [0.485, 0.456, 0.406]), pre.get("std", [0.229, 0.224, 0.225])
+    mean, std = pre.get("mean", IMAGENET_MEAN), pre.get("std", IMAGENET_STD)
     stride = int(getattr(model, "stride", 32) or 32)
     folded, _ = fold_batchnorm(model)
     graph = _Graph(folded, mean, std, stride).eval()
@@ -85,7 +87,10 @@ def export_onnx(model_dir: str | Path, path: str | Path, opset: int = 17, check:
         torch.onnx.export(graph, (sample,), str(tmp), input_names=["image"], output_names=names,
                           dynamic_axes=axes, opset_version=opset, dynamo=False, do_constant_folding=True)
     proto = onnx.load(str(tmp))
-    meta = dict(config, resolved_from=str(resolve_model_dir(model_dir)), stride=stride)
+    # the file alone must predict: the task, and a panoptic model's post-processing, travel with it
+    task_options = {**getattr(model, "postprocess", {}), **(config.get("task_options") or {})}
+    meta = dict(config, resolved_from=str(resolve_model_dir(model_dir)), stride=stride, task=model_task(config),
+                task_options=task_options)
     entry = proto.metadata_props.add()
     entry.key, entry.value = META_KEY, json.dumps(meta)
     onnx.checker.check_model(proto)
@@ -101,7 +106,7 @@ def export_onnx(model_dir: str | Path, path: str | Path, opset: int = 17, check:
 def parity(model: nn.Module, path: str | Path, mean, std, stride: int,
            sizes=((1, 200, 264), (2, 96, 128))) -> list[dict]:
     """Max abs difference between onnxruntime on `path` and the torch model (unfolded, fp32) per size."""
-    session = _session(path)
+    session = onnx_session(path)
     reference = _Graph(model, mean, std, stride).eval()
     gen = torch.Generator().manual_seed(0)
     checks = []
@@ -116,42 +121,3 @@ def parity(model: nn.Module, path: str | Path, mean, std, stride: int,
                        "max_abs_logit": float(expected.abs().max()),
                        "argmax_agreement": float((got.argmax(1) == expected.numpy().argmax(1)).mean())})
     return checks
-
-
-def _session(path: str | Path, threads: int | None = None):
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise PixelwiseError("running an ONNX model needs onnxruntime: pip install 'pixelwise[export]'") from None
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-class OnnxModel:
-    """An exported file run by onnxruntime, callable like a model on normalised (N,3,H,W) tensors.
-
-    Attributes: config (the model's config.json), stride."""
-
-    def __init__(self, path: str | Path):
-        path = Path(path)
-        if not path.is_file():
-            raise ModelError(f"{path}: ONNX file not found")
-        self.session = _session(path, threads=torch.get_num_threads())
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if META_KEY not in meta:
-            raise ModelError(f"{path}: not exported by pixelwise (no '{META_KEY}' metadata)")
-        self.config = json.loads(meta[META_KEY])
-        self.stride = int(self.config.get("stride", 32))
-        pre = self.config.get("preprocessing", {})
-        self.mean = torch.tensor(pre.get("mean", [0.485, 0.456, 0.406])).view(1, 3, 1, 1)
-        self.std = torch.tensor(pre.get("std", [0.229, 0.224, 0.225])).view(1, 3, 1, 1)
-        self.output_names = [o.name for o in self.session.get_outputs()]
-
-    def __call__(self, x: torch.Tensor):
-        image = ((x * self.std + self.mean) * 255).numpy().astype(np.float32, copy=False)
-        outs = self.session.run(None, {"image": image})
-        if len(outs) == 1:
-            return torch.from_numpy(outs[0])
-        return {("out" if n == "logits" else n): torch.from_numpy(v) for n, v in zip(self.output_names, outs)}

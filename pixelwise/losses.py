@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pixelwise.data.sample import IGNORE_INDEX
+from pixelwise.constants import IGNORE_INDEX
 from pixelwise.errors import ConfigError
 
 
@@ -163,11 +163,12 @@ def _make(name: str, train_cfg) -> torch.nn.Module:
 
 
 def build_loss(train_cfg, num_classes: int) -> torch.nn.Module:
-    """The loss a TrainConfig names: a name ('ce') or a mapping of names to weights ({ce: 1, dice: 0.5})."""
+    """The loss a TrainConfig names: a name ('ce') or a mapping of names to weights ({ce: 1, dice: 0.5});
+    None (unset) is cross-entropy."""
     weights = train_cfg.class_weights
     if weights is not None and len(weights) != num_classes:
         raise ConfigError(f"config key 'train.class_weights': {len(weights)} weights for {num_classes} classes")
-    spec = train_cfg.loss
+    spec = train_cfg.loss if train_cfg.loss is not None else "ce"
     if isinstance(spec, str):
         return _make(spec, train_cfg)
     if not spec:

@@ -1,27 +1,22 @@
-"""A Markdown report of a model on a dataset: scores, per-class IoU, confusion matrix, best/worst images.
+"""A Markdown report of a model on a dataset, for any task: scores, the task's tables and figures, and the
+best and worst images (image | truth | prediction, drawn by the task).
 
-`write_report(predictor, dataset, out_dir)` evaluates, keeps a per-image mIoU, then draws the best and
-worst validation images (image | truth | prediction) and writes `report.md` beside its PNGs. A training
-run adds its curves. Used by `pixelwise train`, `pixelwise eval --report` and `pixelwise demo`.
+`write_report(predictor, dataset, out_dir)` evaluates through `pixelwise.engine.evaluate`, keeps each
+image's headline score (`Task.image_score`), draws the best and worst images and writes `report.md`
+beside its PNGs and scores.json. A training run adds its curves. Used by `pixelwise train`,
+`pixelwise eval --report` and `pixelwise demo`.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
 import numpy as np
 
-from pixelwise.engine.evaluate import evaluate
-from pixelwise.metrics.semantic import scores_from_confusion
-from pixelwise.viz import overlay, plot_confusion, save_png
-
-
-def _image_miou(pred: np.ndarray, target: np.ndarray, n: int) -> float:
-    keep = target != 255
-    idx = target[keep] * n + pred[keep]
-    mat = np.bincount(idx, minlength=n * n).reshape(n, n)
-    return scores_from_confusion(mat)["miou"]
+from pixelwise.engine.evaluate import run_evaluation
+from pixelwise.viz import save_png
 
 
 def _fit(row: np.ndarray, max_width: int = 1800) -> np.ndarray:
@@ -45,49 +40,40 @@ def _grid(rows: list[np.ndarray]) -> np.ndarray:
 
 def write_report(predictor, dataset, out_dir: str | Path, title: str = "pixelwise report",
                  curves: str | Path | None = None, examples: int = 3, extra_lines: list[str] | None = None,
-                 progress: bool = False) -> Path:
-    """Evaluate `predictor` on `dataset` and write out_dir/report.md (+ PNGs, scores.json). Returns the path."""
+                 progress: bool = False) -> tuple[Path, dict]:
+    """Evaluate `predictor` on `dataset` and write out_dir/report.md (+ PNGs, scores.json). Returns the
+    report's path and the scores."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    task = predictor.task
     per_image: list[float] = []
-    n = predictor.num_classes
 
-    def keep(images, targets, preds):
-        for t, p in zip(targets.numpy(), preds.numpy()):
-            per_image.append(_image_miou(p, t, n))
+    def keep(index, sample, pred, truth):
+        score = task.image_score(pred, truth)
+        per_image.append(score if math.isfinite(score) else -math.inf)
 
-    scores = evaluate(predictor, dataset, on_batch=keep, progress=progress)
+    scores = {**run_evaluation(predictor, dataset, progress=progress, on_image=keep), "classes": list(task.classes)}
     (out / "scores.json").write_text(json.dumps(scores, indent=2))
-    plot_confusion(np.array(scores["confusion"]), predictor.classes, out / "confusion.png")
-    order = np.argsort(per_image)
+    order = np.argsort(per_image, kind="stable")
     picks = {"worst": order[:examples].tolist(), "best": order[::-1][:examples].tolist()}
     for kind, indices in picks.items():
         rows = []
         for i in indices:
             sample = dataset[i]
-            pred = predictor.predict(sample.image).semantic
-            rows.append(np.concatenate([sample.image, overlay(sample.image, sample.semantic, predictor.palette, 0.6),
-                                        overlay(sample.image, pred, predictor.palette, 0.6)], 1))
+            pred, truth = predictor.predict(sample.image), task.truth(sample)
+            rows.append(np.concatenate([sample.image, task.overlay(truth, sample.image, 0.6, legend=False),
+                                        task.overlay(pred, sample.image, 0.6, legend=False)], 1))
         if rows:
             save_png(out / f"examples_{kind}.png", _grid(rows))
 
-    lines = [f"# {title}", ""]
-    lines += extra_lines or []
-    lines += [f"Dataset: `{dataset.name}` ({len(dataset)} images)", "",
-              "| metric | value |", "|---|---|",
-              f"| mIoU | {scores['miou']:.4f} |", f"| pixel accuracy | {scores['pixel_acc']:.4f} |",
-              f"| mean class accuracy | {scores['mean_acc']:.4f} |", f"| frequency-weighted IoU | {scores['fw_iou']:.4f} |",
-              f"| mean Dice | {scores['mean_dice']:.4f} |", "", "## Per-class IoU", "",
-              "| class | IoU | accuracy | Dice |", "|---|---|---|---|"]
-    for name, iou, acc, dice in zip(predictor.classes, scores["per_class_iou"], scores["per_class_acc"],
-                                    scores["per_class_dice"]):
-        fmt = (lambda v: "n/a" if v is None else f"{v:.4f}")
-        lines.append(f"| {name} | {fmt(iou)} | {fmt(acc)} | {fmt(dice)} |")
+    lines = [f"# {title}", "", *(extra_lines or []),
+             f"Dataset: `{dataset.name}` ({len(dataset)} images); task: {task.name}; model run as: "
+             f"{predictor.describe()}", ""]
+    lines += task.report(scores, out)
     if curves and Path(curves).is_file():
         lines += ["", "## Training curves", "", f"![curves]({os.path.relpath(Path(curves).resolve(), out.resolve())})"]
-    lines += ["", "## Confusion matrix (rows: truth, row-normalised)", "", "![confusion](confusion.png)", "",
-              "## Worst and best images (image | truth | prediction)", "",
+    lines += ["", "## Worst and best images, by their own score (image | truth | prediction)", "",
               "Worst:", "", "![worst](examples_worst.png)", "", "Best:", "", "![best](examples_best.png)", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
-    return path
+    return path, scores

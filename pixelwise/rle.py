@@ -93,9 +93,21 @@ def decode(rle: dict) -> np.ndarray:
     return np.repeat(values, counts).reshape((h, w), order="F")
 
 
-def encode_labels(labels: np.ndarray, ids=None) -> list[dict]:
-    """(H,W) int label map -> [{"id": i, "rle": {...}}] for each id present (or each of `ids`)."""
+def per_class(labels: np.ndarray, classes: list[str]) -> dict:
+    """The one per-class RLE layout pixelwise writes (prediction files and the server's answers):
+
+        {"format": "rle", "size": [H, W], "segments": [{"id": class id, "name", "area": pixels,
+                                                       "rle": {"size": [H, W], "counts": str}}, ...]}
+
+    labels: an int (H, W) label map (one segment per class present; void 255 left out) or bool (C, H, W)
+    masks, one per class, which may overlap (multi-label; one segment per class with any pixel).
+    """
     labels = np.asarray(labels)
-    if ids is None:
-        ids = np.unique(labels).tolist()
-    return [{"id": int(i), "rle": encode(labels == i)} for i in ids]
+    if labels.ndim == 3:
+        masks = ((c, labels[c]) for c in range(labels.shape[0]) if labels[c].any())
+        size = labels.shape[1:]
+    else:
+        masks = ((c, labels == c) for c in np.unique(labels).tolist() if c < len(classes))
+        size = labels.shape
+    segments = [{"id": int(c), "name": classes[c], "area": int(m.sum()), "rle": encode(m)} for c, m in masks]
+    return {"format": "rle", "size": [int(size[0]), int(size[1])], "segments": segments}

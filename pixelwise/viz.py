@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pixelwise.data.sample import IGNORE_INDEX
+from pixelwise.constants import IGNORE_INDEX
 
 
 def colorize(mask: np.ndarray, palette) -> np.ndarray:
@@ -44,10 +44,10 @@ def add_legend(image: np.ndarray, classes: list[str], palette, present: np.ndarr
 
 
 def save_png(path: str | Path, image: np.ndarray) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)
-    return path
+    """Write a uint8 (H, W, 3) image as PNG, atomically (a killed run never leaves half a file)."""
+    from pixelwise.data.io import png_bytes, write_atomic
+
+    return write_atomic(path, png_bytes(image))
 
 
 def plot_confusion(mat: np.ndarray, classes: list[str], out: str | Path) -> Path:

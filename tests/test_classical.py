@@ -7,8 +7,8 @@ from PIL import Image
 
 from pixelwise import classical
 from pixelwise.classical.cli import evaluate_classic, run_classic
-from pixelwise.classical.scoring import (PQStats, confusion_matrix, panoptic_quality, pq_stats,
-                                         semantic_scores)
+from pixelwise.metrics.panoptic import instance_pq, instance_stats
+from pixelwise.metrics.semantic import confusion, scores_from_confusion
 from pixelwise.classical.superpixels import merge_regions
 from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.io import read_mask
@@ -85,7 +85,7 @@ def test_distance_watershed_splits_touching_objects():
     assert classical.segment(image, "otsu").astype(bool)[truth > 0].all()
     objects = classical.segment(image, "watershed", surface="distance", polarity="bright")
     assert objects.max() == 2
-    assert panoptic_quality(pq_stats(objects, truth))["pq"] > 0.8
+    assert instance_pq(instance_stats(objects, truth))["pq"] > 0.8
     seeds = np.zeros_like(truth)
     seeds[24, 14], seeds[24, 29] = 7, 9  # markers from elsewhere, e.g. a model's predicted centres
     seeded = classical.segment(image, "watershed", surface="distance", markers=seeds, polarity="bright")
@@ -120,11 +120,11 @@ def test_errors_are_clear():
 def test_semantic_scores_hand_computed():
     truth = np.array([[0, 0, 1, 1], [0, 0, 1, 255]])
     pred = np.array([[0, 1, 1, 1], [0, 0, 0, 1]])
-    cm = confusion_matrix(pred, truth, 2)
+    cm = confusion(pred, truth, 2)
     np.testing.assert_array_equal(cm, [[3, 1], [1, 2]])  # the void pixel is skipped
-    s = semantic_scores(cm)
+    s = scores_from_confusion(cm)
     assert s["per_class_iou"] == pytest.approx([3 / 5, 2 / 4])
-    assert s["miou"] == pytest.approx(0.55) and s["fg_iou"] == pytest.approx(0.5)
+    assert s["miou"] == pytest.approx(0.55)
     assert s["pixel_acc"] == pytest.approx(5 / 7) and s["mean_acc"] == pytest.approx((3 / 4 + 2 / 3) / 2)
 
 
@@ -139,9 +139,10 @@ def test_panoptic_quality_hand_computed():
     pred[2:4, 3] = 8
     pred[2:4, 4] = 8    # P8: 2 px of B + 2 outside -> IoU 2/6, no match
     pred[3, 0] = 9      # P9: background only
-    stats = pq_stats(pred, truth)
-    assert stats == PQStats(tp=1, fp=2, fn=1, iou_sum=pytest.approx(0.6))
-    q = panoptic_quality(stats + PQStats())
+    stats = instance_stats(pred, truth)
+    np.testing.assert_allclose(stats[1], [0.6, 1, 2, 1])  # (IoU sum, TP, FP, FN) of the instances
+    q = instance_pq(stats + instance_stats(np.zeros_like(truth), np.zeros_like(truth)))
+    assert (q["tp"], q["fp"], q["fn"]) == (1, 2, 1)
     assert q["sq"] == pytest.approx(0.6) and q["rq"] == pytest.approx(1 / 2.5) and q["pq"] == pytest.approx(0.24)
 
 

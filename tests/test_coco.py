@@ -39,7 +39,7 @@ def test_panoptic_writer_round_trip_scores_one(sample_dir, tmp_path):
     """Truth read by the reader, written by the writer, scored against the original files: PQ 1."""
     import pixelwise as pw
     from pixelwise.data.formats.coco import load_json, write_coco_panoptic
-    from pixelwise.metrics.panoptic import pq_compute
+    from pixelwise.tasks.panoptic.files import pq_compute
 
     gt_json = sample_dir / "panoptic_examples.json"
     data = load_json(gt_json)
@@ -62,7 +62,7 @@ def test_coco_instance_reader_and_results_eval(sample_dir, tmp_path, capsys):
     import pixelwise as pw
     from pixelwise.cli import main
     from pixelwise.data.formats.coco import instance_results, write_coco_instances
-    from pixelwise.metrics.instance import coco_instance_eval
+    from pixelwise.tasks.instance.files import coco_instance_eval
 
     # panopticapi's detection-format copy of the sample: RLE instances (things and stuff, crowd included)
     gt_json = sample_dir / "panoptic_coco_detection_format.json"

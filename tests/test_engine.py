@@ -7,6 +7,7 @@ import torch
 
 import pixelwise as pw
 from pixelwise.config import Config, DataConfig, ModelConfig, TrainConfig
+from pixelwise import modeldir
 from pixelwise.engine import checkpoint as ckpt
 from pixelwise.engine.logging import read_jsonl
 from pixelwise.engine.schedules import lr_factor
@@ -94,7 +95,8 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path):
 
 def test_interrupted_save_keeps_the_previous_checkpoint(trained_run, tmp_path, monkeypatch):
     out, _ = trained_run
-    model, config = pw.load_model(out / "best")
+    model = pw.load_model(out / "best")
+    config = model.pixelwise_config
     target = tmp_path / "m"
     pw.save_model(model, target, classes=config["classes"])
     before = (target / "model.safetensors").read_bytes()
@@ -102,7 +104,7 @@ def test_interrupted_save_keeps_the_previous_checkpoint(trained_run, tmp_path, m
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ckpt, "save_file", boom)
+    monkeypatch.setattr(modeldir, "save_file", boom)
     with pytest.raises(KeyboardInterrupt):
         pw.save_model(model, target, classes=config["classes"])
     assert (target / "model.safetensors").read_bytes() == before

@@ -10,7 +10,8 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from pixelwise.cli import main  # noqa: E402
-from pixelwise.export import OnnxModel, export_onnx  # noqa: E402
+from pixelwise.export import export_onnx  # noqa: E402
+from pixelwise.inference.onnx import OnnxModel  # noqa: E402
 from pixelwise.inference.predictor import Predictor  # noqa: E402
 
 

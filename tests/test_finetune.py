@@ -10,7 +10,7 @@ from torch import nn
 from pixelwise.config import Config, DataConfig, ModelConfig, TrainConfig, apply_overrides, load_config
 from pixelwise.data.sample import Sample
 from pixelwise.data.transforms import build_transform
-from pixelwise.engine import checkpoint as ckpt
+from pixelwise.modeldir import read_model_config, save_model
 from pixelwise.engine.ema import ModelEMA
 from pixelwise.engine.finetune import (encoder_lr_mult, load_init, param_groups, resolve_normalisation,
                                        set_encoder_frozen)
@@ -85,7 +85,7 @@ def test_frozen_encoder_gets_no_update_and_keeps_its_statistics():
 
 
 def _save(model, path, classes):
-    return ckpt.save_model(model, path, classes, preprocessing={"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]})
+    return save_model(model, path, classes, preprocessing={"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]})
 
 
 def test_init_from_replaces_only_the_classifier(tmp_path):
@@ -167,10 +167,10 @@ def test_fine_tune_a_saved_model_on_new_classes_end_to_end(tmp_path):
                                      freeze_encoder_epochs=1))
     result = train(tuned, tmp_path / "tuned", progress=False)
     assert result.epochs_done == 2
-    saved = ckpt.read_model_config(tmp_path / "tuned" / "best")
+    saved = read_model_config(tmp_path / "tuned" / "best")
     assert saved["arch"]["num_classes"] == 2 and saved["classes"] == ["bg", "fg"]
     assert sorted(saved["init_from"]["reinitialised"]) == ["head.bias", "head.weight"]
-    src_pre = ckpt.read_model_config(tmp_path / "src" / "best")["preprocessing"]
+    src_pre = read_model_config(tmp_path / "src" / "best")["preprocessing"]
     assert saved["preprocessing"]["mean"] == src_pre["mean"]
 
 

@@ -112,7 +112,7 @@ def test_streaming_labels_match_full_logits_and_write_rows(monkeypatch, band_byt
     rows, out = [], np.zeros(img.shape[:2], np.uint8)
     for y0, y1, band in tiled.iter_rows(img):
         rows.append((y0, y1))
-        out[y0:y1] = band
+        out[y0:y1] = band.semantic
     assert rows[0][0] == 0 and rows[-1][1] == 150 and all(a[1] == b[0] for a, b in zip(rows, rows[1:]))
     assert len(rows) > 2 and np.array_equal(out, expect)
     assert max(b - a for a, b in rows) <= (5 if band_bytes < 2**20 else 150)
@@ -303,20 +303,20 @@ def test_batch_prediction_writes_formats_and_resumes(model_dir, tmp_path):
     paths = [inputs / "bad.png", *(inputs / f"img{i}.png" for i in range(3))]
     p = Predictor.from_dir(model_dir, device="cpu", precision="fp32", tile=32)
     out = tmp_path / "out"
-    formats = ["png", "npy", "rle", "overlay"]
+    formats = ["png", "npy", "rle"]
     logged = []
-    result = predict_files(p, paths, out, formats, num_workers=1, progress=False, log=logged.append)
+    result = predict_files(p, paths, out, formats, overlay=True, num_workers=1, progress=False, log=logged.append)
     assert len(result.written) == 3 and len(result.failed) == 1 and "bad.png" in logged[0]
     labels = np.load(out / "img1.npy")
     assert labels.shape == (41, 50) and np.array_equal(labels, np.asarray(Image.open(out / "img1.png")))
     doc = json.loads((out / "img1.json").read_text())
     decoded = np.full(labels.shape, -1)
     for seg in doc["segments"]:
-        decoded[rle.decode(seg["segmentation"])] = seg["category_id"]
+        decoded[rle.decode(seg["rle"])] = seg["id"]
     assert np.array_equal(decoded, labels) and (out / "img1_overlay.png").is_file()
     (out / "img2.npy").unlink()
     stamp = (out / "img0.png").stat().st_mtime_ns
-    again = predict_files(p, paths[1:], out, formats, num_workers=0, progress=False)
+    again = predict_files(p, paths[1:], out, formats, overlay=True, num_workers=0, progress=False)
     assert [q.name for q in again.written] == ["img2.png"] and len(again.skipped) == 2
     assert (out / "img2.npy").is_file() and (out / "img0.png").stat().st_mtime_ns == stamp
     assert not [q for q in out.iterdir() if ".tmp" in q.name]

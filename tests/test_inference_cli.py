@@ -25,13 +25,13 @@ def test_predict_tiled_with_tta_writes_formats_and_resumes(model_dir, tmp_path, 
             "--overlap", "0.5", "--tta", "flip,1", "--precision", "fp32", "--format", "npy", "--format", "rle",
             "--workers", "0"]
     code, out, _ = run(argv, capsys)
-    assert code == 0 and "wrote 1 predictions" in out
+    assert code == 0 and "wrote 1 semantic predictions" in out
     labels = np.load(tmp_path / "o" / "a.npy")
     assert labels.shape == (70, 90) and (tmp_path / "o" / "a.json").is_file()
     code, out, _ = run(argv, capsys)
     assert code == 0 and "skipped 1 already done" in out
     code, out, _ = run(argv + ["--overwrite"], capsys)
-    assert "wrote 1 predictions" in out
+    assert "wrote 1 semantic predictions" in out
     code, _, err = run(argv[:-2] + ["--tta", "flop"], capsys)
     assert code == 2 and "flop" in err
 

@@ -11,10 +11,11 @@ import torch
 from conftest import shared_dataset
 
 
-from pixelwise.data.panoptic_targets import panoptic_from_maps, panoptic_targets
-from pixelwise.metrics.panoptic import PanopticQuality, pq_compute, pq_stats
-from pixelwise.postprocess.panoptic import (find_instance_centers, group_pixels, merge_semantic_and_instance,
-                                            panoptic_segments)
+from pixelwise.metrics.panoptic import PanopticQuality, pq_stats
+from pixelwise.tasks.panoptic.files import pq_compute
+from pixelwise.tasks.panoptic.postprocess import (find_instance_centers, group_pixels, merge_semantic_and_instance,
+                                                  panoptic_segments)
+from pixelwise.tasks.panoptic.targets import instance_id_map, panoptic_from_maps, panoptic_targets
 
 
 def test_targets_gaussian_centers_and_offsets():
@@ -129,7 +130,7 @@ def test_panoptic_from_maps_makes_hidden_thing_pixels_void():
 
 
 def test_loss_is_cross_entropy_alone_when_center_and_offset_are_exact():
-    from pixelwise.tasks.panoptic import PanopticLoss
+    from pixelwise.tasks.panoptic.loss import PanopticLoss
 
     semantic = torch.randint(0, 3, (2, 8, 8))
     inst = (semantic == 2).long()
@@ -145,22 +146,23 @@ def test_loss_is_cross_entropy_alone_when_center_and_offset_are_exact():
 
 
 def test_oracle_outputs_give_pq_one_on_synthetic_scenes():
-    """Truth turned into model outputs (one-hot logits, target heatmap and offsets) must come back whole."""
+    """Truth turned into model outputs (one-hot logits, target heatmap and offsets) must come back whole
+    through the panoptic task's decoding and metric."""
     import pixelwise as pw
-    from pixelwise.config import DataConfig
-    from pixelwise.tasks.inference import PanopticScorer, panoptic_prediction
-    from pixelwise.tasks.panoptic import PanopticTransform
+    from pixelwise.tasks import build_task
 
     ds = pw.open_dataset("synthetic:3", "val", count=3, size=96)
-    transform = PanopticTransform(DataConfig(), ds.things, train=False, targets={"sigma": 4.0})
-    scorer = PanopticScorer(ds.num_classes, ds.things, ds.classes, instances=True)
+    task = build_task("panoptic", ds.classes, ds.palette, ds.things, {"stuff_area": 1, "nms_kernel": 5})
+    metric = task.metric()
     for i in range(len(ds)):
-        _, t = transform(ds[i])
-        logits = torch.nn.functional.one_hot(t["semantic"], 6).permute(2, 0, 1).float()
-        pred = panoptic_prediction({"out": logits, "center": t["center"], "offset": t["offset"]}, ds.things,
-                                   stuff_area=1, nms_kernel=5)
-        scorer.update(*t["panoptic"], t["semantic"].numpy(), pred)
-    s = scorer.compute()
+        sample = ds[i]
+        truth = task.truth(sample)
+        semantic = torch.from_numpy(sample.semantic)
+        masks = sample.instances.masks[np.isin(sample.instances.class_ids, ds.things)]
+        t = panoptic_targets(semantic, torch.from_numpy(instance_id_map(masks, semantic.shape)), sigma=4.0)
+        logits = torch.nn.functional.one_hot(semantic, 6).permute(2, 0, 1).float()
+        metric.update(task.decode({"out": logits, "center": t["center"], "offset": t["offset"]}), truth)
+    s = metric.compute()
     assert s["pq"] == 1.0 and s["miou"] == 1.0 and s["mask_ap"]["ap"] == pytest.approx(1.0)
     assert s["dsb_score"] == 1.0 and s["aji"] == 1.0
 
@@ -177,7 +179,6 @@ def test_train_eval_predict_panoptic_end_to_end(tmp_path, capsys):
     import pixelwise as pw
     from pixelwise.cli import main
     from pixelwise.config import load_config
-    from pixelwise.engine.evaluate import evaluate_panoptic
 
     (tmp_path / "r.yaml").write_text(TINY)
     cfg = load_config(tmp_path / "r.yaml", ["data.val_split=test"])
@@ -186,15 +187,15 @@ def test_train_eval_predict_panoptic_end_to_end(tmp_path, capsys):
     config = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
     assert config["task"] == "panoptic" and config["things"] == [3, 4, 5] and "pq" in config["metrics"]
     val = pw.open_dataset("synthetic:5", "test").subset(range(3))
-    scores = evaluate_panoptic(tmp_path / "run" / "best", val, device="cpu")
+    scores = pw.evaluate(tmp_path / "run" / "best", val, device="cpu")
     assert {"pq", "sq", "rq", "things", "stuff", "per_class", "miou", "mask_ap", "dsb_score", "aji"} <= set(scores)
     Image.fromarray(val[0].image).save(tmp_path / "a.png")
-    try:
-        main(["predict", str(tmp_path / "run"), str(tmp_path / "a.png"), "--task", "panoptic", "--out",
-              str(tmp_path / "pred"), "--precision", "fp32"])
+    try:  # the model's own task (panoptic) through the one predict path, with an overlay
+        main(["predict", str(tmp_path / "run"), str(tmp_path / "a.png"), "--out", str(tmp_path / "pred"),
+              "--precision", "fp32", "--overlay"])
     except SystemExit as exc:
         assert not exc.code
-    assert (tmp_path / "pred" / "a_panoptic.png").is_file() and (tmp_path / "pred" / "panoptic" / "a.png").is_file()
+    assert (tmp_path / "pred" / "a_overlay.png").is_file() and (tmp_path / "pred" / "panoptic" / "a.png").is_file()
     pan = json.loads((tmp_path / "pred" / "panoptic.json").read_text())
     assert pan["annotations"][0]["file_name"] == "a.png" and len(pan["categories"]) == 6
     assert isinstance(json.loads((tmp_path / "pred" / "instances.json").read_text()), list)
@@ -218,21 +219,28 @@ def test_cli_scores_panoptic_prediction_files(tmp_path, capsys):
 def _ddp_worker(rank: int, world: int, init: str, out: str) -> None:
     import torch.distributed as dist
 
-    from pixelwise.tasks.inference import PanopticPrediction, PanopticScorer
+    from pixelwise.engine.distributed import reducer
+    from pixelwise.tasks import Prediction, build_task
+    from pixelwise.tasks.panoptic.decode import thing_labels
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
+        task = build_task("panoptic", ["a", "b"], things=[1])
         gt = np.array([[1, 1, 2], [1, 1, 2]])
         segs = [{"id": 1, "category_id": 0}, {"id": 2, "category_id": 1}]
         pred_ids = gt if rank == 0 else np.array([[1, 1, 1], [1, 1, 1]])  # rank 1 misses the thing
         pred_segs = segs if rank == 0 else segs[:1]
-        scorer = PanopticScorer(2, [1], ["a", "b"], instances=True)
-        scorer.update(gt, segs, gt, PanopticPrediction(pred_ids, pred_segs, pred_ids * 0))
-        scorer.all_reduce()
-        s = scorer.compute()
+        truth = Prediction(task, semantic=gt - 1, panoptic=(gt, segs), instances=thing_labels(gt, segs, [1]),
+                           crowd=np.zeros(gt.shape, bool))
+        pred = Prediction(task, semantic=pred_ids - 1, panoptic=(pred_ids, pred_segs),
+                          instances=thing_labels(pred_ids, pred_segs, [1]))
+        metric = task.metric()
+        metric.update(pred, truth)
+        metric.all_reduce(reducer())
+        s = metric.compute()
         if rank == 0:
-            Path(out).write_text(json.dumps({"b": s["per_class"]["b"], "images": len(scorer.ap.images),
-                                             "dsb": s["dsb_score"]}))
+            Path(out).write_text(json.dumps({"b": s["per_class"]["b"], "images": len(metric.instances.ap.images),
+                                             "dsb": s["dsb_score"], "miou": s["miou"]}))
     finally:
         dist.destroy_process_group()
 
@@ -244,3 +252,4 @@ def test_pq_and_instance_stats_are_all_reduced_across_processes(tmp_path):
     mp.spawn(_ddp_worker, args=(2, f"file://{tmp_path / 'init'}", str(out)), nprocs=2)
     r = json.loads(out.read_text())
     assert r["b"]["tp"] == 1 and r["b"]["fn"] == 1 and r["images"] == 2 and r["dsb"] == pytest.approx(0.5)
+    assert r["miou"] == pytest.approx((8 / 10 + 2 / 4) / 2)  # the confusion matrix is summed too

@@ -7,22 +7,39 @@ import torch
 
 from conftest import run_cli, shared_dataset
 from pixelwise.config import load_config
-from pixelwise.engine.checkpoint import read_model_config
+from pixelwise.data.formats import FORMATS
+from pixelwise.demo import demo_config
 from pixelwise.engine.trainer import model_kwargs
+from pixelwise.modeldir import read_model_config
 from pixelwise.models import create_model
+from pixelwise.tasks import native_task, task_class
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "configs").rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[str(p.relative_to(ROOT / "configs")) for p in RECIPES])
-def test_recipe_loads_and_builds(recipe):
+def test_recipe_states_its_budget_and_builds(recipe):
+    """What the README promises of every recipe: a training budget in minutes, the command that trains it
+    in its header, a known format, a task that trains this architecture, and a model that builds."""
     cfg = load_config(recipe)
-    assert cfg.train.time_limit_min or cfg.train.epochs, recipe
+    text = recipe.read_text()
+    assert cfg.train.time_limit_min is not None and cfg.train.time_limit_min > 0, f"{recipe}: no train.time_limit_min"
+    assert f"pixelwise train configs/{recipe.relative_to(ROOT / 'configs')}" in text, f"{recipe}: no usage line"
+    assert cfg.data.format in FORMATS
+    task = task_class(cfg.task.name or native_task(cfg.model.name))
+    assert task.trainable and (not task.native_models or cfg.model.name in task.native_models)
     kwargs = model_kwargs(cfg)
     kwargs.pop("pretrained", None)  # weights are not needed to check the architecture
     with torch.device("meta"):
         create_model(cfg.model.name, 5, **kwargs)
+
+
+def test_demo_recipe_file_is_the_demo():
+    """configs/synthetic/unet.yaml says it is the demo's recipe as a file: it must stay so."""
+    cfg, demo = load_config(ROOT / "configs" / "synthetic" / "unet.yaml"), demo_config()
+    assert (cfg.model, cfg.train.lr, cfg.train.time_limit_min, cfg.data.crop_size) == \
+        (demo.model, demo.train.lr, demo.train.time_limit_min, demo.data.crop_size)
 
 
 @pytest.mark.parametrize("recipe, data, overrides, mean", [

@@ -12,6 +12,7 @@ import time
 import zlib
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -23,6 +24,7 @@ import pixelwise as pw  # noqa: E402
 from pixelwise import rle  # noqa: E402
 from pixelwise.serve import ServeSettings, create_app  # noqa: E402
 from pixelwise.serve.app import model_info  # noqa: E402
+from pixelwise.tasks import build_task  # noqa: E402
 
 CLASSES = ["sky", "grass", "road", "disk", "box", "triangle"]
 PALETTE = [(70, 130, 180), (107, 142, 35), (128, 64, 128), (220, 20, 60), (250, 170, 30), (0, 0, 230)]
@@ -86,13 +88,13 @@ def test_segment_png_matches_predictor(client, app, image):
     res = post(client, encode(image))
     assert res.status_code == 200, res.text
     body = res.json()
-    assert list(body) == ["width", "height", "model", "classes", "mask", "ms"]
-    assert (body["width"], body["height"], body["model"]) == (64, 48, "unet")
+    assert list(body) == ["width", "height", "model", "task", "classes", "mask", "ms"]
+    assert (body["width"], body["height"], body["model"], body["task"]) == (64, 48, "unet", "semantic")
     assert [c["name"] for c in body["classes"]] == CLASSES
     assert [tuple(c["color"]) for c in body["classes"]] == PALETTE
     assert [c["id"] for c in body["classes"]] == list(range(6))
     assert sum(c["pixels"] for c in body["classes"]) == 64 * 48
-    assert body["mask"]["format"] == "png" and body["ms"] > 0
+    assert body["mask"]["format"] == "png" and body["mask"]["encoding"] == "index" and body["ms"] > 0
     mask = Image.open(io.BytesIO(base64.b64decode(body["mask"]["data"])))
     assert mask.mode == "P" and mask.size == (64, 48)
     assert np.asarray(mask.getpalette()[:18]).reshape(6, 3).tolist() == [list(c) for c in PALETTE]
@@ -195,8 +197,9 @@ BAD = {  # name: (request kwargs builder, status, words the error must contain)
     "over max-upload-mb": (lambda img: {"data": b"\0" * 400_000}, 413, "upload too large"),
     "wrong field name": (lambda img: {"data": encode(img), "field": "file"}, 400, "field 'image'"),
     "format=xml": (lambda img: {"data": encode(img), "query": "?format=xml"}, 422, "format"),
-    "task=panoptic on a semantic model": (lambda img: {"data": encode(img), "query": "?task=panoptic"}, 400,
-                                          "not a panoptic model"),
+    "task=panoptic on a model without thing classes": (lambda img: {"data": encode(img), "query": "?task=panoptic"},
+                                                       400, "does not answer it"),
+    "task=bogus": (lambda img: {"data": encode(img), "query": "?task=bogus"}, 400, "it answers: semantic"),
 }
 
 
@@ -245,13 +248,14 @@ class SlowPredictor:
 
     classes, palette = ["a", "b"], [(0, 0, 0), (255, 255, 255)]
     config = {"arch": {"name": "slow"}, "classes": ["a", "b"], "preprocessing": {}}
+    task = build_task("semantic", classes, palette)
 
     def __init__(self, delay: float = 10.0):
         self.release, self.delay = threading.Event(), delay
 
     def predict(self, image, return_probs=False):
         self.release.wait(self.delay)
-        return pw.Prediction(np.zeros(image.shape[:2], np.int64), None, self.classes, self.palette)
+        return pw.Prediction(self.task, semantic=np.zeros(image.shape[:2], np.int64))
 
 
 def test_busy_gives_503_with_retry_after(image):
@@ -283,23 +287,37 @@ def test_timeout_gives_504(image):
     assert client.get("/healthz").status_code == 200
 
 
-# --- panoptic plug-in point
+# --- a panoptic model answers panoptic (its own task), semantic and instance requests
 
-class FakePanoptic(SlowPredictor):
-    def predict_panoptic(self, image):
-        ids = np.zeros(image.shape[:2], np.int64)
-        ids[:10], ids[10:20, :5] = 1, 2
-        return type("P", (), {"ids": ids, "segments": [{"id": 1, "category_id": 0},
-                                                       {"id": 2, "category_id": 1}]})()
+@pytest.fixture(scope="module")
+def panoptic_client(tmp_path_factory):
+    torch.manual_seed(0)
+    model = pw.create_model("panoptic_deeplab", 6, encoder="resnet18", aspp_channels=16, decoder_channels=16,
+                            instance_decoder_channels=16, head_channels=8, stuff_area=16)
+    directory = pw.save_model(model, tmp_path_factory.mktemp("pan") / "model", classes=CLASSES, palette=PALETTE,
+                              extra={"task": "panoptic", "things": [3, 4, 5]})
+    return TestClient(create_app(directory, ServeSettings(precision="fp32"))), directory
 
 
-def test_panoptic_segments_when_the_model_is_panoptic(image):
-    client = TestClient(create_app(FakePanoptic(delay=0)))
-    assert client.get("/v1/model").json()["tasks"] == ["semantic", "panoptic"]
-    body = post(client, encode(image), query="?task=panoptic").json()
-    assert [(s["id"], s["class"], s["area"]) for s in body["segments"]] == [(1, 0, 640), (2, 1, 50)]
-    assert rle.decode(body["segments"][1]["rle"]).sum() == 50
-    assert body["classes"][0]["pixels"] == 640
+def test_panoptic_model_answers_its_segments(panoptic_client, image):
+    client, directory = panoptic_client
+    info = client.get("/v1/model").json()
+    assert info["task"] == "panoptic" and info["tasks"] == ["panoptic", "semantic", "instance"]
+    body = post(client, encode(image), query="?overlay=1").json()
+    expected = pw.Predictor.from_dir(directory, device="cpu", precision="fp32").predict(image)
+    ids, segments = expected.panoptic
+    assert body["task"] == "panoptic" and len(body["segments"]) == len(segments)
+    for got, seg in zip(body["segments"], segments):
+        assert (got["id"], got["class"], got["area"]) == (seg["id"], seg["category_id"], seg["area"])
+        np.testing.assert_array_equal(rle.decode(got["rle"]), ids == seg["id"])
+    np.testing.assert_array_equal(decode_png_b64(body["segment_map"]["data"]), ids)
+    np.testing.assert_array_equal(decode_png_b64(body["mask"]["data"]), expected.semantic)
+    assert sum(c["pixels"] for c in body["classes"]) == image.shape[0] * image.shape[1]
+    assert decode_png_b64(body["overlay"]["data"]).shape == image.shape
+    semantic = post(client, encode(image), query="?task=semantic").json()
+    np.testing.assert_array_equal(decode_png_b64(semantic["mask"]["data"]), expected.semantic)
+    instance = post(client, encode(image), query="?task=instance").json()
+    assert instance["task"] == "instance" and all(s["isthing"] for s in instance["segments"])
 
 
 # --- COCO RLE: numpy encoder == pycocotools
@@ -393,5 +411,5 @@ def test_real_server_declared_oversize_and_keeps_serving(app, image):
 
 
 def test_model_info_lists_limits(app):
-    info = model_info(app.state.predictor, app.state.settings)
+    info = model_info(app.state.predictors, app.state.settings)
     assert info["limits"]["max_pixels"] == MAX_PIXELS

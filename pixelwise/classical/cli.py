@@ -12,13 +12,15 @@ import numpy as np
 from PIL import Image
 
 from pixelwise.classical import METHODS, _lookup, method_params, segment, to_semantic
-from pixelwise.classical.scoring import confusion_matrix, panoptic_quality, pq_stats, semantic_scores, PQStats
 from pixelwise.classical._util import remove_small
 from pixelwise.classical.watershed import split_touching
 from pixelwise.data.classes import default_palette
 from pixelwise.data.io import read_image, write_index_png
-from pixelwise.data.sample import IGNORE_INDEX, Sample
+from pixelwise.constants import IGNORE_INDEX
+from pixelwise.data.sample import Sample
 from pixelwise.errors import ConfigError, DataError, PixelwiseError
+from pixelwise.metrics.panoptic import instance_pq, instance_stats
+from pixelwise.metrics.semantic import confusion, scores_from_confusion
 
 # Options of the scoring step, taken out of `params` before the rest goes to the method.
 EVAL_OPTIONS = {"rule": "auto", "threshold": None, "split_h": 2.0, "min_size": 10, "foreground_class": 1}
@@ -34,15 +36,11 @@ def _check_params(method: str, params: dict, extra: tuple[str, ...] = ()) -> Non
 
 
 def write_labels(path: Path, labels: np.ndarray) -> None:
-    """A palette PNG when labels fit in 0..255, else a 16-bit greyscale PNG (both read back by `read_mask`)."""
+    """An index PNG: palette PNG when labels fit in 0..255, else 16-bit greyscale (both read back by `read_mask`)."""
     top = int(labels.max(initial=0))
-    if top <= 255:
-        write_index_png(path, labels, default_palette(top + 1))
-        return
     if top > 65535:
         raise DataError(f"{path}: {top + 1} labels do not fit in a 16-bit PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(labels.astype(np.uint16)).save(path, format="PNG")
+    write_index_png(path, labels, default_palette(min(top + 1, 256)))
 
 
 def overlay_image(image: np.ndarray, labels: np.ndarray, objects: bool, alpha: float = 0.35) -> np.ndarray:
@@ -141,7 +139,7 @@ def evaluate_classic(method: str, dataset, params: dict | None = None, split: st
         raise DataError(f"{dataset.name}: no images")
     fg_class = opts["foreground_class"]
     cm = np.zeros((2, 2), np.int64)
-    stats, has_instances, seconds = PQStats(), False, 0.0
+    stats, has_instances, seconds = np.zeros((2, 4)), False, 0.0
     for i in range(len(dataset)):
         sample = dataset[i]
         where = sample.meta.get("path", sample.name or f"{dataset.name} #{i}")
@@ -154,14 +152,17 @@ def evaluate_classic(method: str, dataset, params: dict | None = None, split: st
         seconds += time.perf_counter() - start
         truth = _binary_truth(sample, fg_class)
         pred = fg if fg_class == 1 else 1 - fg
-        cm += confusion_matrix(pred, truth, 2)
+        cm += confusion(pred, truth, 2)
         if sample.instances is not None:
             has_instances = True
             kept = remove_small(fg, opts["min_size"])
             instances = labels * kept if _is_objects(method, params) else split_touching(kept, opts["split_h"])
-            stats = stats + pq_stats(instances, _instance_truth(sample))
-    result = semantic_scores(cm, foreground=fg_class)
+            stats += instance_stats(instances, _instance_truth(sample))
+    sem = scores_from_confusion(cm)
+    result = {k: sem[k] for k in ("miou", "pixel_acc", "mean_acc", "per_class_iou")}
+    fg_iou = sem["per_class_iou"][fg_class]
+    result["fg_iou"] = float("nan") if fg_iou is None else fg_iou
     result.update(images=len(dataset), seconds=seconds / len(dataset))
     if has_instances:
-        result.update(panoptic_quality(stats))
+        result.update(instance_pq(stats))
     return result

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pixelwise.data.formats import open_dataset
-from pixelwise.data.sample import IGNORE_INDEX
+from pixelwise.constants import IGNORE_INDEX
 from pixelwise.errors import DataError
 
 PROBE_SPLITS = ("train", "val", "test")  # tried when no split is asked for; 'all' if none of them exists

@@ -56,20 +56,62 @@ def read_rgb_mask(path: str | Path) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def write_index_png(path: str | Path, mask: np.ndarray, palette: list[tuple[int, int, int]] | None = None) -> None:
-    """Write an (H, W) label map as a palette PNG (values must fit in 0..255)."""
+def index_png_bytes(labels: np.ndarray, palette=None) -> bytes:
+    """The one index-PNG encoder: (H, W) non-negative class ids -> PNG bytes. Up to 256 values: an 8-bit
+    palette PNG (a full 256-entry palette, colours from `palette`, the rest black); up to 65536: a 16-bit
+    greyscale PNG. Both are read back as ids by `read_mask`."""
+    import io
+
+    labels = np.asarray(labels)
+    low, top = int(labels.min(initial=0)), int(labels.max(initial=0))
+    if low < 0 or top > 65535:
+        raise ValueError(f"index PNG: label values must lie in 0..65535, got {low}..{top}")
+    if top > 255:
+        img = Image.fromarray(labels.astype(np.uint16))
+    else:
+        img = Image.fromarray(labels.astype(np.uint8), mode="P")
+        flat = np.zeros((256, 3), np.uint8)
+        if palette is not None and len(palette):
+            colors = np.asarray(palette, np.uint8).reshape(-1, 3)[:256]
+            flat[:len(colors)] = colors
+        img.putpalette(flat.ravel().tolist())
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=3)
+    return buf.getvalue()
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """uint8 (H, W, 3) RGB (or (H, W) grey) -> PNG bytes."""
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG", compress_level=3)
+    return buf.getvalue()
+
+
+def write_atomic(path: str | Path, data: bytes) -> Path:
+    """Write bytes to `path` through a temporary sibling and a rename: never a half-written file."""
+    import os
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if mask.min(initial=0) < 0 or mask.max(initial=0) > 255:
-        raise ValueError(f"{path}: label values must lie in 0..255 for an index PNG")
-    img = Image.fromarray(mask.astype(np.uint8), mode="P")
-    flat = [0] * 768
-    for i, color in enumerate(palette or []):
-        flat[3 * i:3 * i + 3] = list(color)
-    img.putpalette(flat)
-    tmp = path.with_name(path.name + ".tmp")
-    img.save(tmp, format="PNG")
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_index_png(path: str | Path, mask: np.ndarray, palette: list[tuple[int, int, int]] | None = None) -> Path:
+    """Write an (H, W) label map as an index PNG (see `index_png_bytes`), atomically."""
+    try:
+        data = index_png_bytes(mask, palette)
+    except ValueError as exc:
+        raise DataError(f"{path}: {exc}") from None
+    return write_atomic(path, data)
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from pixelwise.constants import IGNORE_INDEX  # noqa: F401  (the void label this module's docstrings name)
 
 
 @dataclass

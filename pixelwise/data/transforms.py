@@ -13,6 +13,7 @@ padded with 255); photometric ops act on the image only.
 from __future__ import annotations
 
 import random
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -20,11 +21,27 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from pixelwise.config import DataConfig
-from pixelwise.data.sample import IGNORE_INDEX, Sample
+from pixelwise.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from pixelwise.data.sample import Sample
 
 FILL = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class Augmentation(Protocol):
+    """The settings `build_transform` reads (the `data` section of a recipe, pixelwise.config.DataConfig)."""
+
+    resize: int | None
+    scale_range: tuple[float, float] | None
+    rotate: float
+    crop_size: int
+    elastic: float
+    elastic_grid: int
+    hflip: bool
+    vflip: bool
+    color_jitter: float
+    val_resize: int | None
+    mean: tuple[float, float, float] | None
+    std: tuple[float, float, float] | None
 
 
 class RandomScale(v2.Transform):
@@ -77,7 +94,7 @@ def _to_tv(sample: Sample):
     return image, target
 
 
-def build_transform(cfg: DataConfig, train: bool):
+def build_transform(cfg: Augmentation, train: bool):
     """The preset for training (augmenting) or evaluation (resize only, if asked)."""
     ops: list = []
     if train:

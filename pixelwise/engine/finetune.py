@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from pixelwise.config import Config
-from pixelwise.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from pixelwise.engine import checkpoint as ckpt
+from pixelwise.constants import IMAGENET_MEAN, IMAGENET_STD
+from pixelwise.modeldir import CONFIG_NAME, read_model_config, read_weights, resolve_model_dir
 from pixelwise.errors import ConfigError, ModelError
 
 
@@ -41,16 +41,13 @@ def load_init(model: nn.Module, directory: str | Path, arch_name: str) -> InitRe
     bias, and an auxiliary head's) keep `model`'s fresh initialisation; any other mismatch is an error
     naming the directory, since it means a different architecture.
     """
-    src = ckpt.resolve_model_dir(directory)
-    config = ckpt.read_model_config(src)
+    src = resolve_model_dir(directory)
+    config = read_model_config(src)
     saved_arch = config["arch"]
     if saved_arch["name"] != arch_name:
         raise ConfigError(f"{src}: holds a '{saved_arch['name']}' model but the recipe builds '{arch_name}' "
                           f"(set model.name={saved_arch['name']} and its model.kwargs to fine-tune it)")
-    try:
-        state = ckpt.load_file_state(src)
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own types for damaged files
-        raise ModelError(f"{src / ckpt.WEIGHTS_NAME}: unreadable weights ({exc})".splitlines()[0]) from None
+    state = read_weights(src)
     old_n = int(saved_arch["num_classes"])
     new_n = int(getattr(model, "num_classes", old_n))
     own = model.state_dict()
@@ -58,7 +55,7 @@ def load_init(model: nn.Module, directory: str | Path, arch_name: str) -> InitRe
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
         raise ModelError(f"{src}: weights do not fit this architecture (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}); check model.kwargs against {src / ckpt.CONFIG_NAME}")
+                         f"unexpected {unexpected[:3]}); check model.kwargs against {src / CONFIG_NAME}")
     load, reinit = {}, []
     for key, tensor in own.items():
         saved = state[key]
@@ -68,7 +65,7 @@ def load_init(model: nn.Module, directory: str | Path, arch_name: str) -> InitRe
             reinit.append(key)
         else:
             raise ModelError(f"{src}: tensor {key} has shape {tuple(saved.shape)}, this model needs "
-                             f"{tuple(tensor.shape)}; check model.kwargs against {src / ckpt.CONFIG_NAME}")
+                             f"{tuple(tensor.shape)}; check model.kwargs against {src / CONFIG_NAME}")
     model.load_state_dict(load, strict=False)
     return InitReport(src, len(load), reinit, dict(config.get("preprocessing") or {}), list(config.get("classes", [])))
 

@@ -1,8 +1,8 @@
 """The training loop: one function, `train(cfg, out_dir)`, for every task.
 
-What differs between semantic and panoptic training (targets, batches, loss, validation metric and the
-score that picks the best checkpoint) comes from a task object (pixelwise.tasks), chosen by `data.task`
-or the model. Writes into RUN_DIR: `config.yaml` (the resolved recipe), `metrics.jsonl` (one line per
+What differs between tasks (targets, batches, loss, validation metric and the score that picks the best
+checkpoint) comes from the task object (pixelwise.tasks), chosen by `task.name` or, when that is unset,
+the model's own task; the loop knows only the Task protocol. Writes into RUN_DIR: `config.yaml` (the resolved recipe), `metrics.jsonl` (one line per
 epoch), `training_curves.png`, `best/` (model with the best validation score: mIoU, or PQ for panoptic)
 and `last/` (the latest epoch plus the state needed to resume: optimizer, scheduler, epoch, RNG). Under
 torchrun each process takes 1/world of every batch (train.batch_size is the global batch), gradients are
@@ -28,20 +28,22 @@ from pixelwise.data.formats import open_dataset
 from pixelwise.engine import checkpoint as ckpt
 from pixelwise.engine import distributed as ddp
 from pixelwise.engine.ema import ModelEMA
+from pixelwise.engine.evaluate import run_evaluation
 from pixelwise.engine.finetune import (InitReport, encoder_lr_mult, load_init, param_groups, resolve_normalisation,
                                        set_encoder_frozen)
 from pixelwise.engine.logging import append_jsonl, plot_curves, read_jsonl
 from pixelwise.engine.schedules import build_optimizer, build_scheduler
 from pixelwise.errors import ConfigError, DataError, TrainingError
-from pixelwise.hardware import cpu_has_fast_bf16
+from pixelwise.inference.predictor import Predictor
+from pixelwise.modeldir import resolve_model_dir
 from pixelwise.models import create_model
-from pixelwise.tasks import build_task, to_device
-from pixelwise.tasks.semantic import AUX_WEIGHT  # noqa: F401  (kept importable from here)
+from pixelwise.precision import autocast_dtype
+from pixelwise.tasks import Task, build_task, native_task
 
 
 @dataclass
 class TrainResult:
-    """best_score: the best validation value of `best_key` ("miou", or "pq" for panoptic) at best_epoch."""
+    """best_score: the best validation value of the task's `best_key` ("miou", "pq", ...) at best_epoch."""
 
     run_dir: Path
     best_score: float
@@ -79,24 +81,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for training. 'auto' = bf16 (or fp16) on CUDA; bf16 on CPUs with native bf16 units
-    (AMX / AVX-512 BF16), fp32 elsewhere. Weights and optimizer state stay fp32 either way."""
-    if amp == "off":
-        return None
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "fp16":
-        if device.type != "cuda":
-            raise ConfigError("config key 'train.amp': fp16 needs a CUDA device (use bf16 on CPU)")
-        return torch.float16
-    if amp == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_has_fast_bf16() else None
-    raise ConfigError(f"config key 'train.amp': unknown value '{amp}' (auto, off, bf16, fp16)")
 
 
 def model_kwargs(cfg: Config) -> dict:
@@ -145,7 +129,7 @@ class _Run:
     cfg: Config
     out: Path
     info: ddp.DistInfo
-    task: Any
+    task: Task
     model: torch.nn.Module
     train_model: torch.nn.Module
     loader: DataLoader
@@ -159,7 +143,7 @@ class _Run:
     classes: list[str]
     save_args: dict = field(default_factory=dict)
     start_epoch: int = 0
-    best: float = -1.0
+    best: float | None = None
     best_epoch: int = -1
     best_val: dict | None = None
     ema: ModelEMA | None = None
@@ -180,18 +164,36 @@ def _check_run_dir(out: Path, resume: bool) -> None:
         raise ConfigError(f"{out}: nothing to resume (no {last_dir / ckpt.STATE_NAME})")
 
 
-def _loader(cfg: Config, task, train_ds, info: ddp.DistInfo):
+def _loader(cfg: Config, parts, train_ds, info: ddp.DistInfo):
     tc = cfg.train
     per_proc = max(1, tc.batch_size // info.world)
-    train_data = TransformedDataset(train_ds, task.transform(train=True), cache=cfg.data.cache)
+    train_data = TransformedDataset(train_ds, parts.transform, cache=cfg.data.cache)
     if info.world > 1:
         sampler = DistributedSampler(train_data, info.world, info.rank, shuffle=True, seed=tc.seed)
     else:
         sampler = EpochSampler(train_data, tc.seed)
     loader = DataLoader(train_data, batch_size=per_proc, sampler=sampler, num_workers=cfg.data.num_workers,
-                        collate_fn=task.collate, drop_last=len(train_data) >= tc.batch_size,
+                        collate_fn=parts.collate, drop_last=len(train_data) >= tc.batch_size,
                         persistent_workers=cfg.data.num_workers > 0)
     return loader, sampler
+
+
+def _to_device(targets, device, non_blocking: bool = True):
+    """A target tensor, or a dict of them (other values left as they are), moved to `device`."""
+    if isinstance(targets, torch.Tensor):
+        return targets.to(device, non_blocking=non_blocking)
+    if isinstance(targets, dict):
+        return {k: _to_device(v, device, non_blocking) for k, v in targets.items()}
+    return targets
+
+
+def _task(cfg: Config, classes: list[str], train_ds) -> Task:
+    """The task of a run: task.name, else the model's own; it must be one that trains."""
+    task = build_task(cfg.task.name or native_task(cfg.model.name), classes, train_ds.palette, train_ds.things,
+                      cfg.task.options)
+    if not task.trainable:
+        task.training(cfg.data, cfg.train, None)  # raises, saying how this task is trained instead
+    return task
 
 
 def _setup(cfg: Config, out: Path, info: ddp.DistInfo) -> _Run:
@@ -199,37 +201,39 @@ def _setup(cfg: Config, out: Path, info: ddp.DistInfo) -> _Run:
     tc = cfg.train
     spec, train_ds, val_ds = _datasets(cfg)
     classes = list(cfg.data.classes or train_ds.classes)
+    task = _task(cfg, classes, train_ds)
     model = create_model(cfg.model.name, len(classes), **model_kwargs(cfg))
     init = load_init(model, tc.init_from, cfg.model.name) if tc.init_from else None
     cfg = resolve_normalisation(cfg, model, init)
+    parts = task.training(cfg.data, cfg.train, model)
     model = model.to(info.device)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    task = build_task(cfg, len(classes), train_ds.things, model)
-    loader, sampler = _loader(cfg, task, train_ds, info)
+    loader, sampler = _loader(cfg, parts, train_ds, info)
     groups = param_groups(model, tc.lr, tc.weight_decay, encoder_lr_mult(cfg))
     optimizer = build_optimizer(groups, tc.optimizer, tc.lr, tc.weight_decay, tc.momentum)
     budget_s = tc.time_limit_min * 60 if tc.time_limit_min else None
     steps = len(loader)
     scheduler = build_scheduler(optimizer, tc.epochs * steps, tc.schedule, int(tc.warmup_epochs * steps),
                                 tc.poly_power, budget_s)
-    amp = resolve_amp(tc.amp, info.device)
+    amp = autocast_dtype(tc.amp, info.device)
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp == torch.float16)
     preprocessing = {"mean": list(cfg.data.mean), "std": list(cfg.data.std), "resize": cfg.data.val_resize}
-    extra = {"dataset": spec, "recipe": cfg.to_dict(), "task": task.name, "things": list(train_ds.things)}
+    extra = {"dataset": spec, "recipe": cfg.to_dict(), "task": task.name, "task_options": dict(cfg.task.options),
+             "things": list(task.things)}
     if init is not None:
         extra["init_from"] = {"path": str(init.source), "classes": init.classes, "reinitialised": init.reinitialised}
-    save_args = {"classes": classes, "palette": train_ds.palette, "preprocessing": preprocessing, "extra": extra}
+    save_args = {"classes": classes, "palette": task.palette, "preprocessing": preprocessing, "extra": extra}
     train_model = model
     if info.world > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(model)
     ema = ModelEMA(model, tc.ema) if tc.ema > 0 else None
-    return _Run(cfg, out, info, task, model, train_model, loader, sampler, task.criterion().to(info.device),
+    return _Run(cfg, out, info, task, model, train_model, loader, sampler, parts.criterion.to(info.device),
                 optimizer, scheduler, scaler, amp, val_ds, classes, save_args, ema=ema, init=init)
 
 
 def _resume(run: _Run) -> None:
-    src = ckpt.resolve_model_dir(run.out / "last")
+    src = resolve_model_dir(run.out / "last")
     run.model.load_state_dict(ckpt.load_file_state(src))
     state = ckpt.load_train_state(src)
     run.optimizer.load_state_dict(state["optimizer"])
@@ -246,19 +250,25 @@ def _save(run: _Run, directory: Path, epoch: int, metrics: dict | None = None, w
     extra = {**a["extra"], "epoch": epoch, **({"metrics": metrics} if with_metrics else {})}
     if model is None and run.ema is not None:
         extra["ema"] = {"decay": run.ema.decay, "updates": run.ema.updates}
-    ckpt.save_model(model if model is not None else run.eval_model, directory, a["classes"], a["palette"], a["preprocessing"], extra,
-                    train_state=train_state)
+    ckpt.save_checkpoint(model if model is not None else run.eval_model, directory, a["classes"], a["palette"],
+                         a["preprocessing"], extra, train_state=train_state)
+
+
+def _better(task: Task, score: float, best: float | None) -> bool:
+    return best is None or (score > best if task.higher_is_better else score < best)
 
 
 def _validate(run: _Run, epoch: int, record: dict, progress: bool) -> dict:
-    """Score the model on the val split (fp32 whatever the training precision: the figures then equal
-    `pixelwise eval`), log it into `record`, keep the best checkpoint."""
+    """Score the model on the val split through the same loop as `pixelwise eval` (the module itself, fp32
+    whatever the training precision; labels at full resolution), log it into `record`, keep the best."""
     run.model.eval()
-    scores = run.task.validate(run.eval_model, run.val_ds, run.info.device, rank=run.info.rank, world=run.info.world,
-                               progress=progress)
+    config = {"classes": run.classes, "preprocessing": run.save_args["preprocessing"]}
+    predictor = Predictor(run.eval_model, config, run.info.device, task=run.task, fastpath=False)
+    scores = run_evaluation(predictor, run.val_ds, rank=run.info.rank, world=run.info.world, full=False,
+                            progress=progress, reducer=ddp.reducer())
     run.model.train()
     record["val"] = {k: scores[k] for k in run.task.record_keys if k in scores}
-    if scores[run.task.best_key] > run.best:
+    if _better(run.task, scores[run.task.best_key], run.best):
         run.best, run.best_epoch, run.best_val = scores[run.task.best_key], epoch + 1, scores
         if run.info.main:
             _save(run, run.out / "best", epoch + 1, scores)
@@ -309,7 +319,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
     if run.best_epoch < 0 and info.main:  # no validation split: the last model is the best we know
         _save(run, out / "best", epoch + 1, with_metrics=False)
     ddp.barrier()
-    return TrainResult(out, run.best, run.best_epoch, epoch + 1, time.time() - t_start, last_val,
+    best = run.best if run.best is not None else float("nan")
+    return TrainResult(out, best, run.best_epoch, epoch + 1, time.time() - t_start, last_val,
                        run.task.best_key, run.best_val)
 
 
@@ -321,7 +332,7 @@ class _Clock:
 
     def __call__(self, info: ddp.DistInfo) -> float:
         elapsed = self.before + time.time() - self.t0
-        return ddp.broadcast_value(elapsed, info.device)  # every rank follows rank 0's clock
+        return ddp.broadcast_value(elapsed)  # every rank follows rank 0's clock
 
 
 def _train_epoch(run: _Run, tc, info, desc: str, progress: bool, clock: _Clock, frozen: bool = False) -> float:
@@ -334,7 +345,7 @@ def _train_epoch(run: _Run, tc, info, desc: str, progress: bool, clock: _Clock, 
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     t0 = time.time()
     for step, (images, targets) in enumerate(bar):
-        images, targets = images.to(info.device, non_blocking=True), to_device(targets, info.device)
+        images, targets = images.to(info.device, non_blocking=True), _to_device(targets, info.device)
         if tc.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(info.device.type, dtype=amp, enabled=amp is not None):
@@ -342,7 +353,7 @@ def _train_epoch(run: _Run, tc, info, desc: str, progress: bool, clock: _Clock, 
         loss = criterion(out, targets)
         bad = not math.isfinite(loss.item())
         if info.world > 1:
-            bad = ddp.all_reduce_mean(float(bad), info.device) > 0
+            bad = ddp.all_reduce_mean(float(bad)) > 0
         if bad:
             raise TrainingError(f"{desc}, step {step + 1}: the loss became {loss.item()} (NaN/Inf); stopping. "
                                 "Lower train.lr or set train.clip_grad; the last completed epoch is in RUN_DIR/last")
@@ -364,4 +375,4 @@ def _train_epoch(run: _Run, tc, info, desc: str, progress: bool, clock: _Clock, 
             ips = (step + 1) * images.shape[0] * info.world / max(1e-6, time.time() - t0)
             bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
                             img_s=f"{ips:.1f}")
-    return ddp.all_reduce_mean(total / max(1, count), info.device)
+    return ddp.all_reduce_mean(total / max(1, count))

@@ -23,67 +23,12 @@ import warnings
 import torch
 from torch import nn
 
-
-def _probe_size(model: nn.Module) -> int:
-    stride = int(getattr(model, "stride", 32) or 32)
-    return max(64, 2 * stride)
-
-
-def probe(model: nn.Module, hooks: dict, size: int | None = None):
-    """Run a (1, 3, size, size) random input through `model` in its own dtype and memory format with
-    `hooks` = {module: (kind, fn)} registered (kind "pre" or "post"); returns the output."""
-    size = size or _probe_size(model)
-    p = next(model.parameters(), None)
-    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-    x = x.to(p.device if p is not None else "cpu", p.dtype if p is not None else torch.float32)
-    if p is not None and p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last):
-        x = x.contiguous(memory_format=torch.channels_last)
-    handles = [m.register_forward_pre_hook(fn) if kind == "pre" else m.register_forward_hook(fn)
-               for m, (kind, fn) in hooks.items()]
-    try:
-        # not inference_mode (even when called inside it): its tensors keep no version counters (see below)
-        with torch.inference_mode(False), torch.no_grad():
-            return model(x)
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def producer_consumer_pairs(model: nn.Module, producer, consumer) -> list[tuple[str, str]]:
-    """(producer name, consumer name) pairs where a `consumer(module)`-selected module's input is the very
-    tensor a `producer(module)`-selected module returned, found by one probe run. Modules called more
-    than once (shared weights) are left out."""
-    names = {m: n for n, m in model.named_modules()}
-    outputs: dict[int, tuple[torch.Tensor, nn.Module, int]] = {}
-    calls: dict[nn.Module, int] = {}
-    pairs: list[tuple[nn.Module, nn.Module]] = []
-
-    def post(module, args, out):
-        calls[module] = calls.get(module, 0) + 1
-        outputs[id(out)] = (out, module, out._version)  # kept alive, so its id stays unique
-
-    def pre(module, args):
-        calls[module] = calls.get(module, 0) + 1
-        hit = outputs.get(id(args[0])) if args else None
-        # the same tensor, not modified in place since (a residual `x += shortcut` between a conv and
-        # its ReLU would otherwise look like conv -> ReLU)
-        if hit is not None and hit[0] is args[0] and hit[2] == args[0]._version:
-            pairs.append((hit[1], module))
-
-    hooks = {m: ("post", post) for m in model.modules() if producer(m)}
-    hooks |= {m: ("pre", pre) for m in model.modules() if consumer(m)}
-    probe(model, hooks)
-    return [(names[a], names[b]) for a, b in pairs if calls[a] == 1 and calls[b] == 1]
+from pixelwise.inference import swaps
+from pixelwise.inference.probe import probe_size, producer_consumer_pairs, set_module
 
 
 def _foldable(bn: nn.Module) -> bool:
     return isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats and bn.running_mean is not None
-
-
-def set_module(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, module)
 
 
 @torch.no_grad()
@@ -123,7 +68,7 @@ def fold_batchnorm(model: nn.Module, check: bool = True) -> tuple[nn.Module, int
     convolution output also used elsewhere, modified in place, ...), the unfolded copy is returned.
     """
     model = copy.deepcopy(model).eval()
-    size = _probe_size(model)
+    size = probe_size(model)
     pairs = producer_consumer_pairs(model, lambda m: type(m) is nn.Conv2d, _foldable)
     if not pairs:
         return model, 0
@@ -145,22 +90,20 @@ def fold_batchnorm(model: nn.Module, check: bool = True) -> tuple[nn.Module, int
 
 
 def prepare_model(model: nn.Module, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                  fold: bool = True, channels_last: bool = True, swap_dilated: bool | None = None,
+                  fold: bool = True, channels_last: bool = True, aspp: bool = True, swap_dilated: bool | None = None,
                   onednn: bool | None = None, fp32_logits: bool = True, inplace: bool = False) -> nn.Module:
     """An eval-mode copy of `model` (`model` itself with inplace=True and fold=False) for inference on
     `device` in `dtype`: BN folded, the swaps of `pixelwise.inference.swaps` (ASPP without copies, dilated
     convs as matrix products where that pays, the layers that produce the outputs kept in fp32 when
     `dtype` is lower, convs as prepacked oneDNN calls with their ReLU fused on CPU), weights cast,
     channels_last."""
-    from pixelwise.inference import swaps
-
     device = torch.device(device)
     if fold:
         model = fold_batchnorm(model)[0]
     elif not inplace:
         model = copy.deepcopy(model)
     model.eval()
-    if fold:
+    if aspp:  # applies to ASPP modules whose batch norm is folded (here or by the caller)
         swaps.swap_aspp(model)
     if swap_dilated if swap_dilated is not None else swaps.swap_by_default(device, dtype):
         swaps.swap_dilated_convs(model)

@@ -1,57 +1,48 @@
-"""Predictor: a saved model directory (or exported ONNX file) -> label maps for numpy images of any size.
+"""Predictor: a saved model directory (or exported ONNX file) -> the task's Prediction for numpy images of
+any size. One path for every task: precision and the fast path, tiles, TTA and the CRF are the same code
+whether the model is semantic, panoptic or multi-label; only the last step, `task.decode`, differs.
 
     pred = Predictor.from_dir("runs/camvid/best").predict(image)   # uint8 (H,W,3) -> Prediction
     pred.semantic  # int64 (H,W);  pred.probs  # float32 (C,H,W) when asked for
-    Predictor.from_dir(d, precision="auto", tile=1024, overlap=0.25, tta="flip")
+    Predictor.from_dir(d, precision="auto", tile=1024, overlap=0.25, tta="flip", task="instance")
 
 The model's own preprocessing (mean/std, optional resize of the shorter side) comes from its config.json;
-logits are resized back to the input size before the argmax.
+outputs are resized back to the input size before decoding. The task is the model's own (config.json
+"task") unless `task` names another that reads it (e.g. "instance" for a panoptic model, "panoptic" for a
+semantic one); an inference option the task cannot honour is an error.
 
-Speed: the model runs through the fast path of `pixelwise.inference.fastpath` (batch norm folded,
-channels_last, weights cast to the precision). precision="auto" picks bf16 on CUDA and on CPUs with
-native bf16 units (`cpu_has_fast_bf16`), fp32 elsewhere; before a low-precision model is used, its
-argmax is compared with the fp32 model's on a calibration image (a synthetic scene), and below
-`MIN_AGREEMENT` of the pixels "auto" falls back to fp32 (a warning says so; an explicit "bf16"/"fp16"
-is kept, with the same warning). Size: with `tile`, images larger than a tile run as overlapping tiles
-(`pixelwise.inference.sliding`), with memory bounded by one row of tiles; `tta` adds flips and scales
-(`pixelwise.inference.tta`) inside each tile.
+Speed: the model runs through the fast path of `pixelwise.inference.fastpath` (batch norm folded, ASPP
+without copies, channels_last, weights cast to the precision, convolutions as prepacked oneDNN calls).
+precision="auto" picks bf16 on CUDA and on CPUs with native bf16 units (`pixelwise.precision`), fp32
+elsewhere; before a low-precision model is used, its argmax is compared with the fp32 model's on a
+calibration image (a synthetic scene), and below `MIN_AGREEMENT` of the pixels "auto" falls back to fp32
+(a warning says so; an explicit "bf16"/"fp16" is kept, with the same warning). Size: with `tile`, images
+larger than a tile run as overlapping tiles (`pixelwise.inference.sliding`), with memory bounded by one
+row of tiles (pointwise tasks decode band by band); `tta` adds flips and scales (`pixelwise.inference.tta`)
+inside each tile; `crf` refines the class scores ("out") with the dense CRF before decoding.
 """
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from pixelwise.constants import IMAGENET_MEAN, IMAGENET_STD
 from pixelwise.data.transforms import normalize_image
 from pixelwise.errors import PixelwiseError
 from pixelwise.inference import sliding
 from pixelwise.inference.fastpath import argmax_agreement, fold_batchnorm, prepare_model
-from pixelwise.inference.tta import parse_tta, with_tta
+from pixelwise.inference.tta import parse_tta, resize_outputs, with_tta
+from pixelwise.precision import DTYPES, resolve_precision
+from pixelwise.tasks import Prediction, TaskBase, task_for_model
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 MIN_AGREEMENT = 0.995  # low precision is trusted when its argmax matches fp32 on this share of pixels
 CALIBRATION_SIZE = 256
-
-
-@dataclass
-class Prediction:
-    """semantic: int64 (H,W) class ids. probs: float32 (C,H,W) softmax, or None."""
-
-    semantic: np.ndarray
-    probs: np.ndarray | None
-    classes: list[str]
-    palette: list
-
-    def overlay(self, image: np.ndarray, alpha: float = 0.5, legend: bool = True) -> np.ndarray:
-        from pixelwise.viz import add_legend, overlay
-
-        out = overlay(image, self.semantic, self.palette, alpha)
-        return add_legend(out, self.classes, self.palette, np.unique(self.semantic)) if legend else out
+CRF_PRESETS = ("default", "deeplab_v1", "deeplab_v2")
+Outputs = dict[str, torch.Tensor]
 
 
 def as_rgb(image, source: str = "image") -> np.ndarray:
@@ -66,26 +57,6 @@ def as_rgb(image, source: str = "image") -> np.ndarray:
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise PixelwiseError(f"{source}: image has zero size")
     return np.ascontiguousarray(image[..., :3])
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> bf16 on CUDA (fp16 where bf16 is unsupported) and on CPUs with native bf16, else fp32."""
-    if precision not in ("auto", *PRECISIONS):
-        raise PixelwiseError(f"precision '{precision}': expected auto or one of {', '.join(PRECISIONS)}")
-    if precision == "fp16" and device.type != "cuda":
-        raise PixelwiseError("precision 'fp16' needs a CUDA device; use bf16 or fp32 on CPU")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu":
-        from pixelwise.hardware import cpu_has_fast_bf16
-
-        return "bf16" if cpu_has_fast_bf16() else "fp32"
-    return "fp32"
-
-
-CRF_PRESETS = ("default", "deeplab_v1", "deeplab_v2")
 
 
 def resolve_crf(crf):
@@ -110,34 +81,58 @@ def calibration_image(size: int = CALIBRATION_SIZE) -> np.ndarray:
     return make_scene(seed=0, size=size).image
 
 
-def _semantic(out, key: str = "out") -> torch.Tensor:
-    if isinstance(out, dict):
-        return out[key] if key in out else out["semantic"]
-    return out
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_for_inference(directory: str | Path):
+    """(model, config.json dict) of a model directory, a run directory (its best/) or an exported .onnx
+    file (an OnnxModel)."""
+    if str(directory).endswith(".onnx"):
+        from pixelwise.inference.onnx import OnnxModel
+
+        model = OnnxModel(directory)
+        return model, model.config
+    from pixelwise.modeldir import load_model
+
+    model = load_model(directory, device="cpu")
+    return model, model.pixelwise_config
+
+
+def _as_dict(out) -> Outputs:
+    """A model's output as a dict of float32 maps: a plain tensor is {"out": logits}."""
+    out = out if isinstance(out, dict) else {"out": out}
+    return {k: v.float() for k, v in out.items()}
 
 
 class Predictor:
     """Runs a segmentation model on images. Build it with `Predictor.from_dir(directory)`.
 
-    model: an nn.Module (its fast-path copy is what runs; the module given is left as it is) or an
-    `pixelwise.export.OnnxModel`. tile: None or the tile size in input-image pixels (with a config
-    `resize`, tiles are resized with the image); overlap: fraction of a tile;
-    tta: None, "flip", scales or a mix (see `parse_tta`); blend: "gaussian" or "linear";
-    tile_batch: tiles per forward call (None: as many as make about a megapixel, at least one).
+    model: an nn.Module (its fast-path copy is what runs; the module given is left as it is) or a
+    `pixelwise.inference.onnx.OnnxModel`. config: the model's config.json (classes, palette,
+    preprocessing, task). tile: None or the tile size in input-image pixels (with a config `resize`,
+    tiles are resized with the image); overlap: fraction of a tile; tta: None, "flip", scales or a mix
+    (see `parse_tta`); blend: "gaussian" or "linear"; tile_batch: tiles per forward call (None: as many as
+    make about a megapixel, at least one); crf: None or a preset / CRFConfig; task: None (the model's
+    own), a task name or a Task object; task_options: the task's options (e.g. {"method": "watershed"});
+    fastpath=False runs the module itself in fp32 (validation during training).
     """
 
     def __init__(self, model, config: dict, device: str | torch.device = "cpu", precision: str = "fp32",
                  tile: int | None = None, overlap: float = 0.25, tta=None, blend: str = "gaussian",
-                 tile_batch: int | None = None, calibrate: bool = True, crf=None):
+                 tile_batch: int | None = None, calibrate: bool = True, crf=None, task=None,
+                 task_options: dict | None = None, fastpath: bool = True):
         self.device = torch.device(device)
+        self.config = config
+        if isinstance(task, TaskBase):
+            self.task = task
+        else:
+            self.task = task_for_model(config, task, task_options, defaults=getattr(model, "postprocess", None))
         self.crf = resolve_crf(crf)
         self.requested_precision = precision
-        self.precision = resolve_precision(precision, self.device)
-        self.config = config
-        self.classes: list[str] = list(config["classes"])
-        self.palette = [tuple(c) for c in config["palette"]]
+        self.precision = resolve_precision(precision, self.device) if fastpath else "fp32"
         pre = config.get("preprocessing", {})
-        self.mean, self.std = pre.get("mean", [0.485, 0.456, 0.406]), pre.get("std", [0.229, 0.224, 0.225])
+        self.mean, self.std = pre.get("mean", IMAGENET_MEAN), pre.get("std", IMAGENET_STD)
         self.resize = pre.get("resize")
         if tile is not None and int(tile) < 1:
             raise PixelwiseError(f"tile must be a positive number of pixels, got {tile}")
@@ -147,55 +142,71 @@ class Predictor:
             raise PixelwiseError(f"blend must be one of {', '.join(sliding.BLENDS)}, got {blend!r}")
         self.tile, self.overlap, self.blend, self.tile_batch = tile and int(tile), float(overlap), blend, tile_batch
         self.tta = parse_tta(tta)
+        self.task.check_applies({"tile": self.tile is not None, "tta": self.tta != (False, (1.0,)),
+                                 "crf": self.crf is not None})
         self.calibration: dict | None = None
         self.onnx = not isinstance(model, torch.nn.Module)
         if self.onnx:
             if self.precision != "fp32" and precision != "auto":
                 raise PixelwiseError("an ONNX model runs in fp32 (precision 'auto' or 'fp32')")
             self.precision, self.model = "fp32", model
-            self.align = int(getattr(model, "stride", 32))
+        elif not fastpath:
+            self.model = model
         else:
-            self.align = int(getattr(model, "stride", 32) or 32)
             self.model = self._prepare(model, calibrate and self.precision != "fp32")
-        self.dtype = PRECISIONS[self.precision]
+        self.align = int(getattr(model, "stride", 32) or 32)
+        self.dtype = DTYPES[self.precision]
         self._run = with_tta(self._forward, *self.tta)
 
     @classmethod
     def from_dir(cls, directory: str | Path, device: str | None = None, precision: str = "auto",
                  tile: int | None = None, overlap: float = 0.25, tta=None, blend: str = "gaussian",
-                 tile_batch: int | None = None, crf=None) -> "Predictor":
+                 tile_batch: int | None = None, crf=None, task: str | None = None,
+                 task_options: dict | None = None) -> "Predictor":
         """A model directory (config.json + model.safetensors), a run directory (its best/), or an
-        exported .onnx file (run with onnxruntime)."""
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        options = dict(tile=tile, overlap=overlap, tta=tta, blend=blend, tile_batch=tile_batch, crf=crf)
-        if str(directory).endswith(".onnx"):
-            from pixelwise.export import OnnxModel
+        exported .onnx file (run with onnxruntime on the CPU)."""
+        model, config = load_for_inference(directory)
+        device = "cpu" if str(directory).endswith(".onnx") else device or default_device()
+        return cls(model, config, device, precision, tile=tile, overlap=overlap, tta=tta, blend=blend,
+                   tile_batch=tile_batch, crf=crf, task=task, task_options=task_options)
 
-            model = OnnxModel(directory)
-            return cls(model, model.config, "cpu", precision, **options)
-        from pixelwise.engine.checkpoint import load_model
+    def for_task(self, task: str, task_options: dict | None = None) -> "Predictor":
+        """The same prepared model read as another task (e.g. "instance" for a panoptic model): a
+        Predictor sharing the model, its precision, tiles, TTA and CRF."""
+        import copy
 
-        model, config = load_model(directory, device="cpu")
-        return cls(model, config, device, precision, **options)
+        other = copy.copy(self)
+        other.task = task_for_model(self.config, task, task_options, defaults=getattr(self.model, "postprocess", None))
+        other.task.check_applies({"tile": self.tile is not None, "tta": self.tta != (False, (1.0,)),
+                                  "crf": self.crf is not None})
+        return other
+
+    @property
+    def classes(self) -> list[str]:
+        return self.task.classes
+
+    @property
+    def palette(self) -> list[tuple[int, int, int]]:
+        return self.task.palette
 
     @property
     def num_classes(self) -> int:
-        return len(self.classes)
+        return len(self.task.classes)
 
     # -- the model -------------------------------------------------------------------------------------
 
     def _prepare(self, model: torch.nn.Module, calibrate: bool) -> torch.nn.Module:
         """The fast-path copy in self.precision; with `calibrate`, checked against fp32 first."""
         folded, _ = fold_batchnorm(model)
-        low = prepare_model(folded, self.device, PRECISIONS[self.precision], fold=False)
+        low = prepare_model(folded, self.device, DTYPES[self.precision], fold=False)
         if not calibrate:
             return low
         reference = prepare_model(folded, self.device, torch.float32, fold=False, inplace=True)
         x = normalize_image(calibration_image(), self.mean, self.std)
         with torch.inference_mode():
-            ref = self._model_logits(reference, x, torch.float32)
-            got = self._model_logits(low, x, PRECISIONS[self.precision])
-        agreement = argmax_agreement(_semantic(ref), _semantic(got))
+            ref = self._model_outputs(reference, x, torch.float32)["out"]
+            got = self._model_outputs(low, x, DTYPES[self.precision])["out"]
+        agreement = argmax_agreement(ref, got)
         ok = agreement >= MIN_AGREEMENT
         self.calibration = {"precision": self.precision, "agreement": agreement, "ok": ok}
         if ok:
@@ -210,25 +221,26 @@ class Predictor:
                       stacklevel=3)
         return low
 
-    def _model_logits(self, model, x: torch.Tensor, dtype: torch.dtype):
-        """Normalized (N,3,H,W) -> the model's output in float32 (tensor or dict) on self.device."""
+    def _model_outputs(self, model, x: torch.Tensor, dtype: torch.dtype) -> Outputs:
+        """Normalized (N,3,H,W) -> the model's outputs as a dict of float32 maps on self.device."""
         if self.onnx:
-            out = model(x.float().cpu())
-        else:
-            x = x.to(self.device, dtype).contiguous(memory_format=torch.channels_last)
-            out = model(x)
-        if isinstance(out, dict):
-            return {k: v.float() for k, v in out.items()}
-        return out.float()
+            return _as_dict(model(x.float().cpu()))
+        x = x.to(self.device, dtype).contiguous(memory_format=torch.channels_last)
+        return _as_dict(model(x))
 
-    def _forward(self, x: torch.Tensor):
-        return self._model_logits(self.model, x, self.dtype)
+    def _forward(self, x: torch.Tensor) -> Outputs:
+        return self._model_outputs(self.model, x, self.dtype)
 
     # -- images of any size ----------------------------------------------------------------------------
 
     def _tiled(self, h: int, w: int) -> bool:
         """Whether an (h, w) input image runs as tiles (it is larger than one tile)."""
         return self.tile is not None and max(h, w) > self.tile
+
+    def _streams(self, h: int, w: int) -> bool:
+        """Whether an (h, w) image is decoded band by band: tiled, a pointwise task, nothing that needs the
+        whole image at once (a resize, the CRF)."""
+        return self._tiled(h, w) and self.task.pointwise and not self.resize and self.crf is None
 
     def _grid(self, h: int, w: int, scale: float = 1.0) -> sliding.TileGrid:
         """Tiles over an (h, w) model-space image; `tile` counts input pixels, so with a config `resize`
@@ -241,86 +253,90 @@ class Predictor:
         return self.tile_batch or max(1, 2**20 // (grid.tile_h * grid.tile_w))
 
     @torch.inference_mode()
-    def outputs(self, images: torch.Tensor):
-        """Normalized images (N,3,H,W) -> the model's outputs at (H, W), float32: a logits tensor
-        (N,C,H,W), or for panoptic models a dict {"out", "center", "offset", ...}; tiled and TTA'd as
-        configured."""
+    def outputs(self, images: torch.Tensor) -> Outputs:
+        """Normalized images (N,3,H,W) -> the model's outputs at (H, W), float32: {"out": logits (N,C,H,W)}
+        and, for panoptic models, "center" and "offset"; tiled and TTA'd as configured, CRF-refined "out"
+        (log-probabilities) when a CRF is set."""
         h, w = images.shape[-2:]
         x, scale = images, 1.0
         if self.resize:
             scale = self.resize / min(h, w)
-            x = F.interpolate(x.float(), size=(round(h * scale), round(w * scale)), mode="bilinear",
-                              align_corners=False)
+            # antialiased when shrinking, as the training preset's Resize(antialias=True) is
+            x = torch.nn.functional.interpolate(x.float(), size=(round(h * scale), round(w * scale)),
+                                                mode="bilinear", align_corners=False, antialias=scale < 1)
         if self._tiled(h, w):
             grid = self._grid(*x.shape[-2:], scale)
             parts = [sliding.stitch(self._run, sliding.tensor_fetcher(img.float().cpu()), grid, self.blend,
                                     self._tile_batch(grid)) for img in x]
-            out = ({k: torch.stack([p[k] for p in parts]) for k in parts[0]} if isinstance(parts[0], dict)
-                   else torch.stack(parts))
+            out = {k: torch.stack([p[k] for p in parts]) for k in parts[0]}
         else:
             out = self._run(x)
         if tuple(x.shape[-2:]) != (h, w):
-            from pixelwise.inference.tta import _resize
-
-            out = _resize(out, (h, w), x.shape[-2] / h)
+            out = resize_outputs(out, (h, w), x.shape[-2] / h)
+        out = {k: v.to(self.device) for k, v in out.items()}
+        if self.crf is not None:
+            out["out"] = self._refine(out["out"], images)
         return out
 
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalized images (N,3,H,W) -> float32 logits (N,C,H,W) at the same size, on self.device.
-        With a dense CRF, log-probabilities refined by it (the CRF sees the images un-normalized)."""
-        out = _semantic(self.outputs(images)).to(self.device)
-        if self.crf is None:
-            return out
+    def _refine(self, logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """The dense CRF on logits (N,C,H,W) -> log-probabilities; it sees the images un-normalized."""
         from pixelwise.postprocess.crf import crf_refine_logits
 
-        mean = torch.tensor(self.mean, device=out.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=out.device).view(1, 3, 1, 1)
-        raw = ((images.to(out.device).float() * std + mean) * 255).clamp_(0, 255)
-        return crf_refine_logits(out, raw, self.crf)
+        mean = torch.tensor(self.mean, device=logits.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=logits.device).view(1, 3, 1, 1)
+        raw = ((images.to(logits.device).float() * std + mean) * 255).clamp_(0, 255)
+        return crf_refine_logits(logits, raw, self.crf)
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalized images (N,3,H,W) -> float32 class scores "out" (N,C,H,W) at the same size, on
+        self.device (log-probabilities refined by the CRF when one is set)."""
+        return self.outputs(images)["out"]
+
+    def image_outputs(self, image: np.ndarray) -> Outputs:
+        """uint8 (H,W,3) -> the outputs of `outputs` for that one image, batch dim dropped: {"out" (C,H,W), ...}."""
+        out = self.outputs(normalize_image(as_rgb(image), self.mean, self.std))
+        return {k: v[0] for k, v in out.items()}
 
     def predict(self, image, return_probs: bool = False) -> Prediction:
-        """uint8 (H,W,3) image -> Prediction (semantic (H,W) int64, probs (C,H,W) if asked)."""
+        """uint8 (H,W,3) image -> the task's Prediction (semantic int64 (H,W), ...; probs (C,H,W) if asked)."""
         image = as_rgb(image)
-        h, w = image.shape[:2]
-        if self._tiled(h, w) and not self.resize and not return_probs and self.crf is None:
-            labels = self.labels(image)
-            return Prediction(labels.astype(np.int64), None, self.classes, self.palette)
-        logits = self.logits(normalize_image(image, self.mean, self.std))[0]
-        probs = logits.softmax(0).cpu().numpy() if return_probs else None
-        return Prediction(logits.argmax(0).cpu().numpy().astype(np.int64), probs, self.classes, self.palette)
+        if self._streams(*image.shape[:2]) and not return_probs:
+            return Prediction.cat_rows([pred for _, _, pred in self.iter_rows(image)])
+        return self.task.decode(self.image_outputs(image), probs=return_probs)
 
     @torch.inference_mode()
-    def labels(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """uint8 (H,W,3) -> class ids (H,W) as uint8 (int32 past 256 classes), written into `out` when given
-        (e.g. an np.memmap). Tiled images never hold more than one row of tiles' logits."""
-        image = as_rgb(image)
-        if out is None:
-            out = np.empty(image.shape[:2], sliding.label_dtype(self.num_classes))
-        for y0, y1, band in self.iter_rows(image):
-            out[y0:y1] = band
-        return out
-
-    @torch.inference_mode()
-    def iter_rows(self, image: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
-        """uint8 (H,W,3) -> (y0, y1, labels of rows y0..y1) bands, top to bottom: write a huge label map
-        band by band without holding it (one band: the whole image when it is not tiled)."""
+    def iter_rows(self, image: np.ndarray) -> Iterator[tuple[int, int, Prediction]]:
+        """uint8 (H,W,3) -> (y0, y1, Prediction of rows y0..y1), top to bottom: a huge image's answer band by
+        band, never holding more than one row of tiles' outputs (one band, the whole image, when it is not
+        tiled or the task needs the whole image to decode)."""
         image = as_rgb(image)
         h, w = image.shape[:2]
-        dtype = sliding.label_dtype(self.num_classes)
-        if not self._tiled(h, w) or self.resize or self.crf is not None:  # the CRF needs the whole image
-            logits = self.logits(normalize_image(image, self.mean, self.std))[0]
-            yield 0, h, logits.argmax(0).cpu().numpy().astype(dtype)
+        if not self._streams(h, w):
+            yield 0, h, self.task.decode(self.image_outputs(image))
             return
         fetch = sliding.uint8_fetcher(image, self.mean, self.std)
         grid = self._grid(h, w)
         for y0, y1, band in sliding.iter_bands(self._run, fetch, grid, self.blend, self._tile_batch(grid)):
-            yield y0, y1, _semantic(band).argmax(0).cpu().numpy().astype(dtype)
+            yield y0, y1, self.task.decode(band)
+
+    def labels(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """uint8 (H,W,3) -> the semantic label map (H,W) as uint8 (int32 past 256 classes), written into `out`
+        when given (e.g. an np.memmap). Tiled images are decoded band by band."""
+        image = as_rgb(image)
+        if out is None:
+            out = np.empty(image.shape[:2], sliding.label_dtype(self.num_classes))
+        for y0, y1, band in self.iter_rows(image):
+            if band.semantic is None:
+                raise PixelwiseError(f"labels(): the {self.task.name} task gives no single label map; use predict()")
+            out[y0:y1] = band.semantic
+        return out
 
     def describe(self) -> str:
-        """One line: backend, device, precision (and its calibration), tiling, TTA."""
+        """One line: task, backend, device, precision (and its calibration), tiling, TTA, CRF."""
         backend = "onnxruntime" if self.onnx else "torch"
         cal = (f" (calibration agreement {self.calibration['agreement']:.2%})" if self.calibration else "")
         tile = f", tile {self.tile} overlap {self.overlap:g} {self.blend}" if self.tile else ""
         flip, scales = self.tta
         tta = f", TTA flip={flip} scales={list(scales)}" if flip or scales != (1.0,) else ""
-        return f"{backend} on {self.device}, {self.precision}{cal}{tile}{tta}"
+        crf = ", dense CRF" if self.crf is not None else ""
+        return f"{self.task.name} task, {backend} on {self.device}, {self.precision}{cal}{tile}{tta}{crf}"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pixelwise.inference.fastpath import probe, producer_consumer_pairs, set_module
+from pixelwise.inference.probe import probe, producer_consumer_pairs, set_module
 
 
 class Float32Layer(nn.Module):

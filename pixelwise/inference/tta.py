@@ -41,7 +41,8 @@ def parse_tta(spec) -> tuple[bool, tuple[float, ...]]:
     return flip, tuple(scales) or (1.0,)
 
 
-def _resize(out: Output, size, scale: float) -> Output:
+def resize_outputs(out: Output, size, scale: float) -> Output:
+    """Outputs resized to `size` (H, W); offset maps (pixel vectors) divided by `scale` = their size / H."""
     if isinstance(out, dict):
         return {k: _resize_map(v, size, scale, k == "offset") for k, v in out.items()}
     return _resize_map(out, size, scale, False)
@@ -101,7 +102,7 @@ def with_tta(run: Callable[[torch.Tensor], Output], flip: bool = False,
                 out = _add(out, _unflip(flipped))
             else:
                 out = run(xs)
-            total = _add(total, _resize(out, (h, w), s))
+            total = _add(total, resize_outputs(out, (h, w), s))
         k = len(scales) * (2 if flip else 1)
         return {key: v / k for key, v in total.items()} if isinstance(total, dict) else total / k
 

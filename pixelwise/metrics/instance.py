@@ -9,7 +9,6 @@
   Generalized Nuclear Segmentation for Computational Pathology", IEEE TMI 2017) of one image.
 
 Instances here are label maps, int (H, W) with 0 = background and 1..K per object (nuclei never overlap).
-`coco_instance_eval` scores a COCO results JSON against a COCO instance JSON.
 """
 from __future__ import annotations
 
@@ -17,7 +16,9 @@ import contextlib
 import io
 
 import numpy as np
-import torch
+
+from pixelwise import rle
+from pixelwise.metrics.reduce import LOCAL, Reducer
 
 DSB_THRESHOLDS = np.arange(0.5, 1.0, 0.05)
 
@@ -94,28 +95,23 @@ class MaskAP:
                gt_crowd: np.ndarray | None = None) -> None:
         """gt_labels / pred_labels: int (H, W) label maps (k = object k-1); classes: (K,) class ids;
         scores: (P,) confidences; gt_crowd: bool (H, W) region where predictions are not penalised."""
-        from pixelwise.data.formats.coco import encode_rle
-
         image_id = len(self.images) + 1
         h, w = gt_labels.shape
         self.images.append({"id": image_id, "height": h, "width": w})
         for k, cls in enumerate(gt_classes):
             self.gts.append({"image_id": image_id, "category_id": int(cls), "iscrowd": 0,
-                             "segmentation": encode_rle(gt_labels == k + 1)})
+                             "segmentation": rle.encode(gt_labels == k + 1)})
         if gt_crowd is not None and gt_crowd.any():
             for cls in self.class_ids:
                 self.gts.append({"image_id": image_id, "category_id": cls, "iscrowd": 1,
-                                 "segmentation": encode_rle(gt_crowd)})
+                                 "segmentation": rle.encode(gt_crowd)})
         for k, (cls, s) in enumerate(zip(pred_classes, scores)):
             self.dts.append({"image_id": image_id, "category_id": int(cls), "score": float(s),
-                             "segmentation": encode_rle(pred_labels == k + 1)})
+                             "segmentation": rle.encode(pred_labels == k + 1)})
 
-    def all_reduce(self) -> None:
+    def all_reduce(self, reducer: Reducer = LOCAL) -> None:
         """Gather every process's images (renumbered) so that each holds them all."""
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            return
-        parts: list = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(parts, (self.images, self.gts, self.dts))
+        parts = reducer.gather((self.images, self.gts, self.dts))
         self.images, self.gts, self.dts = [], [], []
         for images, gts, dts in parts:
             shift = len(self.images)
@@ -168,39 +164,6 @@ def coco_mask_ap(gt: dict, results: list[dict], max_dets: int = 100) -> dict:
     per_class = [mean(precision[:, :, k]) if (precision[:, :, k] > -1).any() else None
                  for k in range(precision.shape[2])]
     return {"ap": mean(precision), "ap50": mean(precision[0]), "ap75": mean(precision[5]), "per_class_ap": per_class}
-
-
-def coco_instance_eval(gt_json, results_json, max_dets: int = 100) -> dict:
-    """Score a COCO instance results JSON against a COCO instance annotation JSON: mask AP, AP50, AP75 and
-    per class (keyed by category name)."""
-    import json
-    from pathlib import Path
-
-    from pixelwise.data.formats.coco import load_json
-    from pixelwise.errors import DataError
-
-    gt = load_json(Path(gt_json))
-    try:
-        results = json.loads(Path(results_json).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{results_json}: unreadable results JSON ({exc})") from None
-    if isinstance(results, dict):
-        results = results.get("annotations", [])
-    from pycocotools import mask as mask_utils
-
-    sizes = {im["id"]: (im["height"], im["width"]) for im in gt.get("images", [])}
-    anns = []
-    for ann in gt["annotations"]:  # polygons and uncompressed RLE -> compressed RLE, as COCO.annToRLE does
-        seg = ann["segmentation"]
-        if isinstance(seg, list) or isinstance(seg.get("counts"), list):
-            rles = mask_utils.frPyObjects(seg, *sizes[ann["image_id"]])
-            seg = mask_utils.merge(rles) if isinstance(rles, list) else rles
-        anns.append({**ann, "segmentation": seg})
-    scores = coco_mask_ap({**gt, "annotations": anns}, results, max_dets)
-    names = {c["id"]: c["name"] for c in gt["categories"]}
-    ids = sorted(names)
-    scores["per_class"] = {names[c]: ap for c, ap in zip(ids, scores.pop("per_class_ap"))}
-    return scores
 
 
 def ap_table(scores: dict) -> str:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pixelwise.metrics.reduce import LOCAL, Reducer
+
 IOU, TP, FP, FN = range(4)
 
 
@@ -122,14 +124,9 @@ class PanopticQuality:
         gt_ids, pred_ids = np.asarray(_numpy(gt_ids)), np.asarray(_numpy(pred_ids))
         self.stats += pq_stats(gt_ids, gt_segments, pred_ids, pred_segments, self.num_classes)
 
-    def all_reduce(self) -> None:
-        """Sum the per-class stats over processes (no-op without an initialised process group)."""
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            t = torch.from_numpy(self.stats.copy())
-            if torch.distributed.get_backend() == "nccl":
-                t = t.cuda()
-            torch.distributed.all_reduce(t)
-            self.stats = t.cpu().numpy()
+    def all_reduce(self, reducer: Reducer = LOCAL) -> None:
+        """Sum the per-class stats over processes (see pixelwise.metrics.reduce)."""
+        self.stats = reducer.sum(torch.from_numpy(self.stats.copy())).numpy()
 
     def compute(self) -> dict:
         return pq_from_stats(self.stats, self.things, self.class_names)
@@ -139,56 +136,26 @@ def _numpy(x):
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
 
 
-def pq_compute(gt_json, pred_json, gt_folder=None, pred_folder=None) -> dict:
-    """Score COCO-panoptic predictions (JSON + PNG folder) against COCO-panoptic truth, as panopticapi's
-    `pq_compute` does. Folders default to the JSON path without '.json'. Categories come from the truth;
-    every truth image needs a prediction (matched by image_id). Returns `pq_from_stats`'s dict, with
-    per_class keyed by category name, plus "images" (the count) and "category_ids"."""
-    from pathlib import Path
-
-    from pixelwise.data.formats.coco import categories, load_json, read_panoptic_png
-    from pixelwise.errors import DataError
-
-    gt_json, pred_json = Path(gt_json), Path(pred_json)
-    gt, pred = load_json(gt_json), load_json(pred_json)
-    gt_folder = Path(gt_folder) if gt_folder else gt_json.with_suffix("")
-    pred_folder = Path(pred_folder) if pred_folder else pred_json.with_suffix("")
-    for folder in (gt_folder, pred_folder):
-        if not folder.is_dir():
-            raise DataError(f"{folder}: panoptic PNG folder not found")
-    cat_ids, names, isthing, _ = categories(gt)
-    index = {c: i for i, c in enumerate(cat_ids)}
-    metric = PanopticQuality(len(cat_ids), [i for i, t in enumerate(isthing) if t], names)
-    preds = {a["image_id"]: a for a in pred["annotations"]}
-    for gt_ann in gt["annotations"]:
-        pred_ann = preds.get(gt_ann["image_id"])
-        if pred_ann is None:
-            raise DataError(f"{pred_json}: no prediction for the image with id {gt_ann['image_id']}")
-        gt_ids = read_panoptic_png(gt_folder / gt_ann["file_name"])
-        pred_ids = read_panoptic_png(pred_folder / pred_ann["file_name"])
-        _check_prediction(pred_ids, pred_ann, index, pred_folder / pred_ann["file_name"])
-        metric.update(gt_ids, _indexed(gt_ann["segments_info"], index), pred_ids,
-                      _indexed(pred_ann["segments_info"], index))
-    return {**metric.compute(), "images": len(gt["annotations"]), "category_ids": cat_ids}
+def _agnostic(instances: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+    """Instance map (0 = background, k = instance k) -> panoptic pair: the background one stuff segment of
+    class 0, each instance a segment of class 1."""
+    ids = np.asarray(instances).astype(np.int64) + 1
+    return ids, [{"id": int(v), "category_id": 0 if v == 1 else 1} for v in np.unique(ids)]
 
 
-def _indexed(segments: list[dict], index: dict) -> list[dict]:
-    return [{**s, "category_id": index[s["category_id"]]} for s in segments]
+def instance_stats(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Class-agnostic PQ sums of one image's instance maps (int (H, W), 0 = background): float64 (2, 4)
+    as `pq_stats` (row 1: the instances). Sum over images, then `instance_pq`."""
+    return pq_stats(*_agnostic(truth), *_agnostic(pred), 2)
 
 
-def _check_prediction(ids: np.ndarray, ann: dict, index: dict, path) -> None:
-    """panopticapi's sanity checks: every PNG segment is in the JSON and vice versa, categories known."""
-    from pixelwise.errors import DataError
-
-    listed = {int(s["id"]) for s in ann["segments_info"]}
-    present = {int(v) for v in np.unique(ids)} - {0}
-    if present - listed:
-        raise DataError(f"{path}: segment ids {sorted(present - listed)[:5]} are in the PNG but not in the JSON")
-    if listed - present:
-        raise DataError(f"{path}: segment ids {sorted(listed - present)[:5]} are in the JSON but not in the PNG")
-    unknown = [s["category_id"] for s in ann["segments_info"] if s["category_id"] not in index]
-    if unknown:
-        raise DataError(f"{path}: unknown category ids {unknown[:5]}")
+def instance_pq(stats: np.ndarray) -> dict:
+    """PQ, SQ, RQ, TP, FP, FN of the instances of summed `instance_stats` (pq/sq/rq NaN with no instance
+    on either side)."""
+    c = pq_from_stats(stats, [1], ["background", "instance"])["per_class"]["instance"]
+    nan = float("nan")
+    return {"pq": nan if c["pq"] is None else c["pq"], "sq": nan if c["sq"] is None else c["sq"],
+            "rq": nan if c["rq"] is None else c["rq"], "tp": c["tp"], "fp": c["fp"], "fn": c["fn"]}
 
 
 def pq_table(scores: dict) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pixelwise.data.sample import IGNORE_INDEX
+from pixelwise.constants import IGNORE_INDEX
+from pixelwise.metrics.reduce import LOCAL, Reducer
 
 
 class ConfusionMatrix:
@@ -37,15 +38,21 @@ class ConfusionMatrix:
     def reset(self) -> None:
         self.mat.zero_()
 
-    def all_reduce(self) -> None:
-        """Sum the matrix over all processes (no-op without an initialised process group)."""
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(self.mat)
+    def all_reduce(self, reducer: Reducer = LOCAL) -> None:
+        """Sum the matrix over all processes (see pixelwise.metrics.reduce)."""
+        self.mat = reducer.sum(self.mat)
 
     def compute(self, class_names: list[str] | None = None) -> dict:
         """Scores (see `scores_from_confusion`) plus the raw matrix under 'confusion'."""
         mat = self.mat.cpu().numpy()
         return {**scores_from_confusion(mat, class_names), "confusion": mat.tolist()}
+
+
+def confusion(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
+    """int64 (C, C) confusion matrix (rows truth) of one pair of int label maps; truth 255 = void."""
+    cm = ConfusionMatrix(num_classes)
+    cm.update(torch.from_numpy(np.asarray(pred, np.int64)), torch.from_numpy(np.asarray(target, np.int64)))
+    return cm.mat.numpy()
 
 
 def scores_from_confusion(mat: np.ndarray, class_names: list[str] | None = None) -> dict:

@@ -1,7 +1,7 @@
 """Panoptic-DeepLab: a shared encoder, two ASPP + decoder branches, semantic / center / offset heads.
 
-Its training targets live in pixelwise.data.panoptic_targets, its loss in pixelwise.tasks.panoptic and its
-post-processing (center NMS, grouping by offsets, fusion with stuff) in pixelwise.postprocess.panoptic.
+Its training targets, loss and post-processing (center NMS, grouping by offsets, fusion with stuff) live
+in the panoptic task, pixelwise/tasks/panoptic/.
 """
 from __future__ import annotations
 
@@ -54,8 +54,8 @@ class PanopticDeepLab(nn.Module):
     The heads run at stride 4; their outputs are bilinearly upsampled, the offsets also scaled by the
     upsampling factor (they are regressed in stride-4 units, as detectron2 does).
     Attributes: stride, num_classes, encoder_name, norm, targets (options of
-    `data.panoptic_targets.panoptic_targets` the heads are trained for: sigma, small_area, small_weight) and
-    postprocess (default options of `postprocess.panoptic.panoptic_segmentation`).
+    `tasks.panoptic.targets.panoptic_targets` the heads are trained for: sigma, small_area, small_weight) and
+    postprocess (default options of `tasks.panoptic.postprocess.panoptic_segmentation`).
     """
 
     def __init__(self, encoder: nn.Module, semantic_decoder: nn.Module, instance_decoder: nn.Module,

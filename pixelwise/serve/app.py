@@ -9,7 +9,6 @@ the page's three files are read once from the package when the app is built.
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -27,7 +26,7 @@ from pixelwise.serve.limits import BodyLimit
 from pixelwise.serve.pool import BoundedPool, Busy
 from pixelwise.serve.schema import ErrorBody, ModelInfo, SegmentResponse
 from pixelwise.serve.settings import ServeSettings
-from pixelwise.serve.tasks import TASKS, supports
+from pixelwise.serve.job import segment as segment_job
 
 log = logging.getLogger("pixelwise.serve")
 STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
@@ -38,42 +37,42 @@ ERRORS = {code: {"model": ErrorBody} for code in (400, 405, 413, 422, 503, 504)}
 
 
 def load_predictor(model_dir: str | Path, settings: ServeSettings):
-    """Predictor.from_dir with the settings' device, precision and (where supported) tile size."""
-    from pixelwise.errors import PixelwiseError
+    """Predictor.from_dir with the settings' device, precision and tile size."""
     from pixelwise.inference.predictor import Predictor
 
-    kwargs = {"device": settings.device}
-    if settings.tile and "tile" in inspect.signature(Predictor.from_dir).parameters:
-        kwargs["tile"] = settings.tile
-    try:
-        return Predictor.from_dir(model_dir, precision=settings.precision, **kwargs)
-    except PixelwiseError:
-        if settings.precision != "auto":
-            raise
-        log.warning("this Predictor has no precision 'auto'; using fp32")
-        return Predictor.from_dir(model_dir, precision="fp32", **kwargs)
+    return Predictor.from_dir(model_dir, device=settings.device, precision=settings.precision, tile=settings.tile)
 
 
-def _predict_kwargs(predictor, settings: ServeSettings) -> dict:
-    """Per-call options: `tile` goes to predict() when the Predictor takes it there."""
-    try:
-        params = inspect.signature(predictor.predict).parameters
-    except (TypeError, ValueError):
-        return {}
-    tile_at_load = getattr(predictor, "tile", None) is not None
-    return {"tile": settings.tile} if settings.tile and "tile" in params and not tile_at_load else {}
+def task_predictors(predictor) -> dict:
+    """{task name: Predictor} for the model's own task and every other task that reads its outputs (a
+    panoptic model also answers semantic and instance requests), all sharing one prepared model."""
+    from pixelwise.errors import PixelwiseError
+    from pixelwise.tasks import TASKS
+
+    out = {predictor.task.name: predictor}
+    for name in TASKS:
+        if name in out or not hasattr(predictor, "for_task"):
+            continue
+        try:
+            out[name] = predictor.for_task(name)
+        except PixelwiseError:  # this task cannot read the model (or lacks what it needs, e.g. thing classes)
+            continue
+    return out
 
 
-def model_info(predictor, settings: ServeSettings) -> dict:
+def model_info(predictors: dict, settings: ServeSettings) -> dict:
+    predictor = next(iter(predictors.values()))
     config = getattr(predictor, "config", {}) or {}
     arch = config.get("arch", {})
     return {
         "name": config.get("name") or arch.get("name", "model"),
         "arch": arch,
+        "task": predictor.task.name,
+        "tasks": list(predictors),
         "classes": list(predictor.classes),
         "palette": [[int(c) for c in color] for color in predictor.palette],
+        "things": list(getattr(predictor.task, "things", [])),
         "preprocessing": config.get("preprocessing", {}),
-        "tasks": [task for task in TASKS if supports(predictor, task)],
         "limits": {"max_upload_mb": settings.max_upload_mb, "max_pixels": settings.max_pixels,
                    "timeout_s": settings.timeout_s, "worker_threads": settings.worker_threads,
                    "queue_size": settings.queue_size},
@@ -90,12 +89,12 @@ def _page_files() -> dict[str, bytes]:
 
 
 def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
-    """Build the app around a model directory (str/Path) or an already built Predictor-like object
-    (anything with `predict(image) -> .semantic`, `classes`, `palette` and `config`)."""
+    """Build the app around a model directory (str/Path) or an already built Predictor (anything with
+    `predict(image) -> Prediction`, `task`, `classes`, `palette` and `config`)."""
     settings = settings or ServeSettings()
     predictor = load_predictor(model, settings) if isinstance(model, (str, Path)) else model
-    info = model_info(predictor, settings)
-    predict_kwargs = _predict_kwargs(predictor, settings)
+    predictors = task_predictors(predictor)
+    info = model_info(predictors, settings)
     pool = BoundedPool(settings.worker_threads, settings.queue_size)
     page = _page_files()
 
@@ -108,7 +107,7 @@ def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
     app = FastAPI(title="pixelwise serve", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description=f"Segmentation with model '{info['name']}' ({len(info['classes'])} classes).")
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes, max_mb=settings.max_upload_mb)
-    app.state.settings, app.state.predictor, app.state.pool = settings, predictor, pool
+    app.state.settings, app.state.predictor, app.state.predictors, app.state.pool = settings, predictor, predictors, pool
 
     @app.exception_handler(RequestError)
     async def _request_error(_request, exc: RequestError):
@@ -160,7 +159,8 @@ def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
         image: UploadFile | None = File(None, description="The image file (PNG, JPEG, WebP, BMP, TIFF, ...)."),
         format: Literal["png", "rle"] = Query("png", description="png: one index PNG; rle: COCO RLE per class."),
         overlay: bool = Query(False, description="Also return the colour overlay as a PNG."),
-        task: Literal["semantic", "panoptic"] = Query("semantic", description="panoptic needs a panoptic model."),
+        task: str | None = Query(None, description="The task to answer (default: the model's own; GET /v1/model "
+                                                  "lists those it can answer)."),
     ):
         start = time.perf_counter()
         if image is None or not hasattr(image, "read"):
@@ -169,12 +169,12 @@ def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
                                + (f" (got fields: {', '.join(sorted(form.keys()))[:200]})" if form else ""))
         data = await image.read()
         await image.close()
-        if not supports(predictor, task):
-            raise RequestError(400, f"task={task}: model '{info['name']}' is not a {task} model "
-                                    f"(it supports: {', '.join(info['tasks'])})")
-        job = TASKS[task]
+        task = task or info["task"]
+        if task not in predictors:
+            raise RequestError(400, f"task={task[:40]}: model '{info['name']}' does not answer it "
+                                    f"(it answers: {', '.join(info['tasks'])})")
         try:
-            body = await pool.run(job, predictor, data, settings, info["name"], format, overlay, predict_kwargs,
+            body = await pool.run(segment_job, predictors[task], data, settings, info["name"], format, overlay,
                                   timeout=settings.timeout_s)
         except Busy as exc:
             raise RequestError(503, f"server busy: {exc}; retry later",

@@ -1,4 +1,4 @@
-"""Uploaded bytes -> RGB array, and label maps -> PNG / RLE payloads, with errors a client can act on.
+"""Uploaded bytes -> RGB array, with errors a client can act on; base64 for the payloads of answers.
 
 Every problem with an upload raises `RequestError(status, message)`; the app turns it into a JSON
 `{"error": message}` response with that status. Nothing here touches the file system.
@@ -12,7 +12,6 @@ import struct
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pixelwise import rle
 
 
 class RequestError(Exception):
@@ -88,36 +87,5 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)
 
 
-def png_bytes(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=3)
-    return buf.getvalue()
-
-
-def index_png(labels: np.ndarray, palette) -> bytes:
-    """(H,W) class ids -> PNG bytes: 8-bit palette PNG (full 256-entry palette, so always 8 bits per pixel)
-    for up to 256 classes, 16-bit greyscale beyond."""
-    if labels.max(initial=0) > 255:
-        return png_bytes(Image.fromarray(labels.astype(np.uint16)))
-    img = Image.fromarray(labels.astype(np.uint8), mode="P")
-    flat = np.zeros((256, 3), np.uint8)
-    flat[:min(len(palette), 256)] = np.asarray(palette, np.uint8)[:256]
-    img.putpalette(flat.ravel().tolist())
-    return png_bytes(img)
-
-
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-def class_table(labels: np.ndarray, classes: list[str], palette) -> list[dict]:
-    """Every class with its id, name, colour [r, g, b] and pixel count (0 where absent)."""
-    counts = np.bincount(labels.ravel().clip(0), minlength=len(classes))
-    return [{"id": i, "name": name, "color": [int(c) for c in palette[i]], "pixels": int(counts[i])}
-            for i, name in enumerate(classes)]
-
-
-def rle_mask(labels: np.ndarray) -> dict:
-    """Per-class COCO RLE of the classes present: {"format": "rle", "size": [H, W], "segments": [...]}."""
-    return {"format": "rle", "size": [int(labels.shape[0]), int(labels.shape[1])],
-            "segments": rle.encode_labels(labels)}

@@ -1,55 +1,60 @@
-"""Training tasks: what differs between training a semantic and a panoptic model.
+"""Tasks: what a model is asked and how its answer is scored, written and served.
 
-A task gives the trainer five things, and the trainer nothing else:
-
-    transform(train)  Sample -> (image float32 (3, H, W), target)      the train / eval preset
-    collate(items)    -> (images (N, 3, H, W), targets)                 batches of different sizes
-    criterion()       nn.Module: (model outputs, targets) -> scalar loss
-    validate(...)     model + dataset -> scores dict, sharded over DDP ranks and all-reduced
-    best_key          the score that picks the best checkpoint ("miou" or "pq")
-
-The task comes from the config key `data.task` (semantic | panoptic), or when that is unset from the
-model: panoptic models (PANOPTIC_MODELS) train the panoptic task, every other model the semantic one.
+TASKS maps a task name to its class (a plain dict). Each task is one folder here and one line in TASKS;
+the contract every task keeps is `pixelwise.tasks.base.Task`. Generic code asks for a task with
+`build_task` (a label set and options) or `task_for_model` (a saved model's config.json), never by
+importing a task's module.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-import torch
-
 from pixelwise.errors import ConfigError
+from pixelwise.tasks.base import INFERENCE_OPTIONS, Metric, Prediction, Task, TaskBase, Training, Writer
+from pixelwise.tasks.instance import InstanceTask
+from pixelwise.tasks.panoptic import PanopticTask
+from pixelwise.tasks.semantic import SemanticTask
 
-PANOPTIC_MODELS = {"panoptic_deeplab"}
-TASK_NAMES = ("semantic", "panoptic")
+TASKS: dict[str, type[TaskBase]] = {
+    "semantic": SemanticTask,
+    "panoptic": PanopticTask,
+    "instance": InstanceTask,
+}
 
-
-def task_name(cfg) -> str:
-    """'semantic' or 'panoptic' for a Config (data.task, else derived from model.name)."""
-    name = getattr(cfg.data, "task", None) or ("panoptic" if cfg.model.name in PANOPTIC_MODELS else "semantic")
-    if name not in TASK_NAMES:
-        raise ConfigError(f"config key 'data.task': '{name}' is not one of {', '.join(TASK_NAMES)}")
-    if name == "panoptic" and cfg.model.name not in PANOPTIC_MODELS:
-        raise ConfigError(f"config key 'data.task': the panoptic task needs a panoptic model "
-                          f"({', '.join(sorted(PANOPTIC_MODELS))}), got '{cfg.model.name}'")
-    return name
-
-
-def build_task(cfg, num_classes: int, things, model: torch.nn.Module):
-    """The task object for a Config, the class count, the dataset's thing classes and the model."""
-    from pixelwise.tasks.panoptic import PanopticTask
-    from pixelwise.tasks.semantic import SemanticTask
-
-    if task_name(cfg) == "panoptic":
-        if not things:
-            raise ConfigError("the panoptic task needs a dataset with thing classes (instances); this one has none")
-        return PanopticTask(cfg, num_classes, things, model)
-    return SemanticTask(cfg, num_classes)
+__all__ = ["INFERENCE_OPTIONS", "Metric", "Prediction", "TASKS", "Task", "Training", "Writer", "build_task",
+           "model_task", "task_class", "task_for_model"]
 
 
-def to_device(targets, device, non_blocking: bool = True):
-    """A target tensor, or a dict of them (other values left as they are), moved to `device`."""
-    if isinstance(targets, torch.Tensor):
-        return targets.to(device, non_blocking=non_blocking)
-    if isinstance(targets, Mapping):
-        return {k: to_device(v, device, non_blocking) for k, v in targets.items()}
-    return targets
+def task_class(name: str, where: str = "task") -> type[TaskBase]:
+    if name not in TASKS:
+        raise ConfigError(f"{where}: '{name}' is not a task (known: {', '.join(TASKS)})")
+    return TASKS[name]
+
+
+def native_task(model_name: str) -> str:
+    """The task an architecture is built for: the task listing it in `native_models`, else semantic."""
+    return next((name for name, cls in TASKS.items() if model_name in cls.native_models), "semantic")
+
+
+def build_task(name: str, classes, palette=None, things=(), options: dict | None = None,
+               where: str = "config key 'task.name'") -> TaskBase:
+    """A task object for a label set (class names, palette, thing class ids) and its options."""
+    return task_class(name, where)(classes, palette, things, options)
+
+
+def model_task(config: dict) -> str:
+    """The task a saved model was trained for (config.json "task"; models saved without one: the
+    architecture's own task)."""
+    return config.get("task") or native_task(config.get("arch", {}).get("name", ""))
+
+
+def task_for_model(config: dict, name: str | None = None, options: dict | None = None,
+                   defaults: dict | None = None) -> TaskBase:
+    """The task that reads a saved model's outputs: `name` (default: the model's own task), with options
+    `defaults` (e.g. a panoptic model's post-processing), then the saved "task_options", then `options`.
+    Defaults the task has no field for are dropped; `options` must all be the task's."""
+    own = model_task(config)
+    cls = task_class(name or own, "--task")
+    fields = set(getattr(cls.Options, "__dataclass_fields__", {}))
+    merged = {k: v for k, v in {**(defaults or {}), **(config.get("task_options") or {})}.items() if k in fields}
+    task = cls(config["classes"], config.get("palette"), config.get("things") or (), {**merged, **(options or {})})
+    task.check_reads(own, f"--task {task.name}")
+    return task

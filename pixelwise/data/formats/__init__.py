@@ -18,7 +18,8 @@ import numpy as np
 
 from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.io import read_image, read_mask
-from pixelwise.data.sample import IGNORE_INDEX, Sample
+from pixelwise.constants import IGNORE_INDEX
+from pixelwise.data.sample import Sample
 from pixelwise.errors import DataError
 
 FORMATS: dict[str, Callable[..., SegmentationDataset]] = {}

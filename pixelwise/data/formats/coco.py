@@ -24,9 +24,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pixelwise import rle
 from pixelwise.data.dataset import SegmentationDataset
 from pixelwise.data.io import read_image
-from pixelwise.data.sample import IGNORE_INDEX, Instances, Sample
+from pixelwise.constants import IGNORE_INDEX
+from pixelwise.data.sample import Instances, Sample
 from pixelwise.errors import DataError
 
 
@@ -199,19 +201,11 @@ def open_coco_instance(root: Path, split: str, images: str | None = None) -> Seg
 
 # ---- writers ----------------------------------------------------------------------------------------------
 
-def encode_rle(mask: np.ndarray) -> dict:
-    """bool (H, W) -> COCO compressed RLE with 'counts' as str (JSON-ready)."""
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
 def instance_results(image_id, labels: np.ndarray, class_ids, scores, category_ids: list[int]) -> list[dict]:
     """COCO instance results of one image from a label map (H, W) (label k = instance k-1) with class
     indices mapped to COCO ids by `category_ids[class]`."""
     return [{"image_id": image_id, "category_id": int(category_ids[int(c)]),
-             "segmentation": encode_rle(labels == k + 1), "score": float(s)}
+             "segmentation": rle.encode(labels == k + 1), "score": float(s)}
             for k, (c, s) in enumerate(zip(class_ids, scores))]
 
 

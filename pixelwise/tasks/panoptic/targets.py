@@ -11,14 +11,18 @@ Segmentation" (arXiv 1911.10194), section 3.2, and detectron2's `PanopticDeepLab
   than `small_area` (64 x 64 in the paper), 0 on void (255).
 - center_weight: 1 except on void pixels; offset_weight: 1 on instance pixels only.
 
-Also `instance_id_map` / `panoptic_from_maps`, the library's encoding of instance truth as one map.
+Also `instance_id_map` / `panoptic_from_maps`, the library's encoding of instance truth as one map, and
+`PanopticTransform` / `panoptic_collate`, which turn Samples into these targets and batch them.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from pixelwise.data.sample import IGNORE_INDEX
+from pixelwise.constants import IGNORE_INDEX
+from pixelwise.data.sample import Sample
+from pixelwise.data.transforms import build_transform
+from pixelwise.errors import DataError
 
 
 def instance_id_map(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -100,3 +104,65 @@ def panoptic_from_maps(semantic: np.ndarray, instances: np.ndarray, things) -> t
                          "area": int(mask.sum())})
         out[mask] = segments[-1]["id"]
     return out, segments
+
+
+class PanopticTransform:
+    """The training preset: Sample -> (image float32 (3, H, W), targets dict of `panoptic_targets` plus
+    "semantic" int64 (H, W)). The semantic map and the instance-id map travel through the semantic preset
+    stacked as one (2, H, W) mask, so every geometric op moves them together; pixels the preset fills with
+    255 (padding, rotation corners) are void and belong to no instance. `targets`: options of
+    `panoptic_targets` (sigma, small_area, small_weight), from the model."""
+
+    def __init__(self, data_cfg, things, targets: dict | None = None):
+        self.base = build_transform(data_cfg, train=True)
+        self.things, self.targets = [int(t) for t in things], dict(targets or {})
+
+    def __call__(self, sample: Sample):
+        h, w = sample.image.shape[:2]
+        if sample.semantic is None:
+            raise DataError(f"{sample.meta.get('path', sample.name)}: sample has no semantic labels")
+        inst = sample.instances
+        masks = inst.masks[np.isin(inst.class_ids, self.things)] if inst is not None else np.zeros((0, h, w), bool)
+        ids = instance_id_map(masks, (h, w))
+        image, maps = self.base(Sample(sample.image, np.stack([np.asarray(sample.semantic, np.int64), ids]), None,
+                                       sample.meta))
+        semantic, ids = maps[0], maps[1].clone()
+        ids[semantic == IGNORE_INDEX] = 0
+        targets = panoptic_targets(semantic, ids, **self.targets)
+        targets["semantic"] = semantic
+        return image, targets
+
+
+def panoptic_collate(batch):
+    """Stack (image, targets) pairs of different sizes: images padded with 0, semantic with 255, the other
+    maps with 0 (weight 0: padding costs nothing); values that are not tensors stay lists."""
+    images, targets = zip(*batch)
+    h = max(im.shape[-2] for im in images)
+    w = max(im.shape[-1] for im in images)
+    x = images[0].new_zeros((len(images), 3, h, w))
+    for i, im in enumerate(images):
+        x[i, :, :im.shape[-2], :im.shape[-1]] = im
+    out = {}
+    for key, first in targets[0].items():
+        if not isinstance(first, torch.Tensor):
+            out[key] = [t[key] for t in targets]
+            continue
+        fill = IGNORE_INDEX if key == "semantic" else 0
+        y = first.new_full((len(targets), *first.shape[:-2], h, w), fill)
+        for i, t in enumerate(targets):
+            y[i, ..., :t[key].shape[-2], :t[key].shape[-1]] = t[key]
+        out[key] = y
+    return x, out
+
+
+def panoptic_truth(sample: Sample, things) -> tuple[np.ndarray, list[dict]]:
+    """(segment ids int32 (H, W), segments) of a Sample: the reader's exact truth (`meta["panoptic"]`, COCO),
+    else built from its semantic map and the instances of thing classes."""
+    if sample.meta.get("panoptic") is not None:
+        return sample.meta["panoptic"]
+    if sample.semantic is None:
+        raise DataError(f"{sample.meta.get('path', sample.name)}: sample has no semantic labels")
+    h, w = sample.semantic.shape
+    inst = sample.instances
+    masks = inst.masks[np.isin(inst.class_ids, list(things))] if inst is not None else np.zeros((0, h, w), bool)
+    return panoptic_from_maps(np.asarray(sample.semantic), instance_id_map(masks, (h, w)), things)
