@@ -342,8 +342,8 @@ def export(model_dir: str, onnx_path: str, opset: int, check: bool) -> None:
     click.echo(f"wrote {report['path']} (opset {opset}, outputs {', '.join(report['outputs'])})")
     for c in report["checks"]:
         click.echo(f"onnxruntime vs torch, input {'x'.join(map(str, c['shape']))}: max abs logit diff "
-                   f"{c['max_abs_diff']:.3g} (logits up to {c['max_abs_logit']:.3g}), argmax agreement "
-                   f"{c['argmax_agreement']:.4%}")
+                   f"{c['max_abs_diff']:.3g} (logits up to {c['max_abs_logit']:.3g}), agreement "
+                   f"{c['agreement']:.4%}")
 
 
 @cli.command()

@@ -63,7 +63,7 @@ def export_onnx(model_dir: str | Path, path: str | Path, opset: int = 17, check:
     absolute logit difference. Returns {"path", "outputs", "opset", "checks": [...], "max_abs_diff"}."""
     from pixelwise.inference.fastpath import fold_batchnorm
     from pixelwise.modeldir import load_model, resolve_model_dir
-    from pixelwise.tasks import model_task
+    from pixelwise.tasks import model_task, task_for_model
 
     try:
         import onnx
@@ -98,14 +98,22 @@ def export_onnx(model_dir: str | Path, path: str | Path, opset: int = 17, check:
     tmp.replace(path)
     report = {"path": str(path), "outputs": names, "opset": opset, "checks": [], "max_abs_diff": None}
     if check:
-        report["checks"] = parity(model, path, mean, std, stride, check_sizes)
+        task = task_for_model(meta, defaults=getattr(model, "postprocess", None))
+        report["checks"] = parity(model, path, mean, std, stride, check_sizes, task.agreement)
         report["max_abs_diff"] = max(c["max_abs_diff"] for c in report["checks"])
+        if not np.isfinite(report["max_abs_diff"]):
+            raise PixelwiseError(f"{path}: parity check failed: NaN or Inf in the outputs of the model or of "
+                                 "onnxruntime (check the model's weights and config.json)")
     return report
 
 
-def parity(model: nn.Module, path: str | Path, mean, std, stride: int,
-           sizes=((1, 200, 264), (2, 96, 128))) -> list[dict]:
-    """Max abs difference between onnxruntime on `path` and the torch model (unfolded, fp32) per size."""
+def parity(model: nn.Module, path: str | Path, mean, std, stride: int, sizes=((1, 200, 264), (2, 96, 128)),
+           agreement=None) -> list[dict]:
+    """Max abs difference between onnxruntime on `path` and the torch model (unfolded, fp32) per size, over
+    every output, and the task's per-pixel agreement of the first ("logits"; `agreement(a, b)`, default
+    argmax). NaN or Inf on either side is a failed check (difference inf, agreement 0)."""
+    if agreement is None:
+        agreement = lambda a, b: float((a.argmax(1) == b.argmax(1)).float().mean())  # noqa: E731
     session = onnx_session(path)
     reference = _Graph(model, mean, std, stride).eval()
     gen = torch.Generator().manual_seed(0)
@@ -114,10 +122,10 @@ def parity(model: nn.Module, path: str | Path, mean, std, stride: int,
         image = torch.randint(0, 256, (n, 3, h, w), generator=gen).float()
         with torch.inference_mode():
             expected = reference(image)
-        expected = expected[0] if isinstance(expected, tuple) else expected
-        got = session.run(None, {"image": image.numpy()})[0]
-        diff = float(np.abs(got - expected.numpy()).max())
-        checks.append({"shape": [n, 3, h, w], "max_abs_diff": diff,
-                       "max_abs_logit": float(expected.abs().max()),
-                       "argmax_agreement": float((got.argmax(1) == expected.numpy().argmax(1)).mean())})
+        expected = list(expected) if isinstance(expected, tuple) else [expected]
+        got = [torch.from_numpy(v) for v in session.run(None, {"image": image.numpy()})]
+        finite = all(bool(torch.isfinite(t).all()) for t in [*expected, *got])
+        diff = max(float((g - e).abs().max()) for g, e in zip(got, expected)) if finite else float("inf")
+        checks.append({"shape": [n, 3, h, w], "max_abs_diff": diff, "max_abs_logit": float(expected[0].abs().max()),
+                       "agreement": agreement(got[0], expected[0]) if finite else 0.0})
     return checks

@@ -179,6 +179,12 @@ def _check_split(spec: str, split: str, ds, weights: bool, problems: list[Proble
             continue
         h, w = sample.image.shape[:2]
         report.sizes[(w, h)] += 1
+        if sample.class_masks is not None:  # multi-label: classes overlap, each counts its own pixels
+            per_class = (np.asarray(sample.class_masks) == 1).reshape(n, -1).sum(1)
+            counts += per_class
+            present[per_class > 0] += h * w
+            report.num_read += 1
+            continue
         if sample.semantic is None:
             continue
         hist = np.bincount(sample.semantic.ravel(), minlength=256)

@@ -1,7 +1,7 @@
 """The one record every dataset reader yields.
 
 A `Sample` holds an RGB image and whatever truth the dataset has: a semantic map, instance masks, or both
-(panoptic truth is the pair). Inside the library the void label is always 255 (`IGNORE_INDEX`).
+(panoptic truth is the pair), or overlapping per-class masks (multi-label truth). Inside the library the void label is always 255 (`IGNORE_INDEX`).
 """
 from __future__ import annotations
 
@@ -35,13 +35,16 @@ class Sample:
     """One image and its truth.
 
     image: uint8 (H, W, 3) RGB. semantic: int64 (H, W) class ids with 255 = void, or None.
-    instances: `Instances` or None. meta: free-form (at least `path` and `name` when read from disk).
+    instances: `Instances` or None. class_masks: multi-label truth, uint8 (C, H, W), 1 where class c is
+    present (classes may overlap), 0 where absent, 255 = void; or None. meta: free-form (at least `path`
+    and `name` when read from disk).
     """
 
     image: np.ndarray
     semantic: np.ndarray | None = None
     instances: Instances | None = None
     meta: dict = field(default_factory=dict)
+    class_masks: np.ndarray | None = None
 
     @property
     def name(self) -> str:

@@ -23,6 +23,7 @@ from torchvision.transforms.v2 import functional as F
 
 from pixelwise.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from pixelwise.data.sample import Sample
+from pixelwise.errors import DataError
 
 FILL = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}
 
@@ -89,7 +90,7 @@ def _to_tv(sample: Sample):
         pixels = pixels.copy()
     image = tv_tensors.Image(torch.from_numpy(pixels).permute(2, 0, 1))
     if sample.semantic is None:
-        raise ValueError(f"{sample.meta.get('path', sample.name)}: sample has no semantic labels")
+        raise DataError(f"{sample.meta.get('path', sample.name)}: sample has no semantic labels")
     target = tv_tensors.Mask(torch.from_numpy(np.asarray(sample.semantic, dtype=np.int64)))
     return image, target
 
@@ -139,13 +140,13 @@ def normalize_image(image: np.ndarray, mean, std) -> torch.Tensor:
 
 
 def pad_collate(batch):
-    """Stack (image, target) pairs of different sizes: images padded with 0, targets with 255."""
+    """Stack (image, target) pairs of different sizes: images padded with 0, targets (..., H, W) with 255."""
     images, targets = zip(*batch)
     h = max(t.shape[-2] for t in targets)
     w = max(t.shape[-1] for t in targets)
     x = images[0].new_zeros((len(images), 3, h, w))
-    y = targets[0].new_full((len(targets), h, w), IGNORE_INDEX)
+    y = targets[0].new_full((len(targets), *targets[0].shape[:-2], h, w), IGNORE_INDEX)
     for i, (im, t) in enumerate(zip(images, targets)):
         x[i, :, :im.shape[-2], :im.shape[-1]] = im
-        y[i, :t.shape[-2], :t.shape[-1]] = t
+        y[i, ..., :t.shape[-2], :t.shape[-1]] = t
     return x, y

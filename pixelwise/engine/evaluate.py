@@ -86,9 +86,7 @@ def as_predictor(model_or_dir, dataset, device=None, precision: str = "fp32", ta
         config = {**config, "things": config.get("things") or dataset.things}
         predictor = Predictor(model, config, device or default_device(), precision, task=task,
                               task_options=task_options, **options)
-    if predictor.num_classes != dataset.num_classes:
-        raise DataError(f"{dataset.name}: dataset has {dataset.num_classes} classes but the model predicts "
-                        f"{predictor.num_classes}")
+    predictor.task.check_dataset(dataset)
     if len(dataset) == 0:
         raise DataError(f"{dataset.name}: no images to evaluate")
     return predictor

@@ -27,7 +27,8 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def plot_curves(records: list[dict], out: str | Path) -> Path | None:
-    """Train loss, validation mIoU / pixel accuracy and learning rate against epoch."""
+    """Train loss, the validation scores (every number the task logs: mIoU, pixel accuracy, PQ, F1, ...) and
+    the learning rate against epoch."""
     if not records:
         return None
     import matplotlib
@@ -40,9 +41,11 @@ def plot_curves(records: list[dict], out: str | Path) -> Path | None:
     axes[0].plot(epochs, [r.get("train_loss") for r in records], "o-", ms=3)
     axes[0].set_title("train loss")
     val = [(r["epoch"], r["val"]) for r in records if r.get("val")]
-    if val:
-        axes[1].plot([e for e, _ in val], [v["miou"] for _, v in val], "o-", ms=3, label="mIoU")
-        axes[1].plot([e for e, _ in val], [v["pixel_acc"] for _, v in val], "s-", ms=3, label="pixel acc")
+    keys = [k for k, x in val[0][1].items() if isinstance(x, (int, float)) and not isinstance(x, bool)] if val else []
+    for key, marker in zip(keys, "os^vD<>p*h"):
+        axes[1].plot([e for e, v in val if key in v], [v[key] for _, v in val if key in v], f"{marker}-", ms=3,
+                     label=key)
+    if keys:
         axes[1].set_ylim(0, 1)
         axes[1].legend()
     axes[1].set_title("validation")

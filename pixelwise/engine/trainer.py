@@ -200,8 +200,8 @@ def _setup(cfg: Config, out: Path, info: ddp.DistInfo) -> _Run:
     """Datasets, model, task, loader, optimizer and schedule of a fresh run."""
     tc = cfg.train
     spec, train_ds, val_ds = _datasets(cfg)
-    classes = list(cfg.data.classes or train_ds.classes)
-    task = _task(cfg, classes, train_ds)
+    task = _task(cfg, list(cfg.data.classes or train_ds.classes), train_ds)
+    classes = task.classes  # the dataset's, and any the task derives from them (multi-label unions)
     model = create_model(cfg.model.name, len(classes), **model_kwargs(cfg))
     init = load_init(model, tc.init_from, cfg.model.name) if tc.init_from else None
     cfg = resolve_normalisation(cfg, model, init)

@@ -16,7 +16,8 @@ without copies, channels_last, weights cast to the precision, convolutions as pr
 precision="auto" picks bf16 on CUDA and on CPUs with native bf16 units (`pixelwise.precision`), fp32
 elsewhere; before a low-precision model is used, its argmax is compared with the fp32 model's on a
 calibration image (a synthetic scene), and below `MIN_AGREEMENT` of the pixels "auto" falls back to fp32
-(a warning says so; an explicit "bf16"/"fp16" is kept, with the same warning). Size: with `tile`, images
+(a warning says so; an explicit "bf16"/"fp16" is kept, with the same warning); agreement is the task's
+(argmax, or each class's yes/no for multi-label). Size: with `tile`, images
 larger than a tile run as overlapping tiles (`pixelwise.inference.sliding`), with memory bounded by one
 row of tiles (pointwise tasks decode band by band); `tta` adds flips and scales (`pixelwise.inference.tta`)
 inside each tile; `crf` refines the class scores ("out") with the dense CRF before decoding.
@@ -34,12 +35,12 @@ from pixelwise.constants import IMAGENET_MEAN, IMAGENET_STD
 from pixelwise.data.transforms import normalize_image
 from pixelwise.errors import PixelwiseError
 from pixelwise.inference import sliding
-from pixelwise.inference.fastpath import argmax_agreement, fold_batchnorm, prepare_model
+from pixelwise.inference.fastpath import fold_batchnorm, prepare_model
 from pixelwise.inference.tta import parse_tta, resize_outputs, with_tta
 from pixelwise.precision import DTYPES, resolve_precision
 from pixelwise.tasks import Prediction, TaskBase, task_for_model
 
-MIN_AGREEMENT = 0.995  # low precision is trusted when its argmax matches fp32 on this share of pixels
+MIN_AGREEMENT = 0.995  # low precision is trusted when its answer matches fp32's on this share of pixels
 CALIBRATION_SIZE = 256
 CRF_PRESETS = ("default", "deeplab_v1", "deeplab_v2")
 Outputs = dict[str, torch.Tensor]
@@ -206,17 +207,17 @@ class Predictor:
         with torch.inference_mode():
             ref = self._model_outputs(reference, x, torch.float32)["out"]
             got = self._model_outputs(low, x, DTYPES[self.precision])["out"]
-        agreement = argmax_agreement(ref, got)
+        agreement = self.task.agreement(ref, got)
         ok = agreement >= MIN_AGREEMENT
         self.calibration = {"precision": self.precision, "agreement": agreement, "ok": ok}
         if ok:
             return low
         if self.requested_precision == "auto":
-            warnings.warn(f"{self.precision} argmax agreed with fp32 on only {agreement:.2%} of the calibration "
+            warnings.warn(f"{self.precision} agreed with fp32 on only {agreement:.2%} of the calibration "
                           f"image's pixels (< {MIN_AGREEMENT:.1%}); running in fp32", stacklevel=3)
             self.precision = "fp32"
             return reference
-        warnings.warn(f"{self.precision} argmax agrees with fp32 on only {agreement:.2%} of the calibration "
+        warnings.warn(f"{self.precision} agrees with fp32 on only {agreement:.2%} of the calibration "
                       f"image's pixels (< {MIN_AGREEMENT:.1%}); precision='auto' would fall back to fp32",
                       stacklevel=3)
         return low

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pixelwise.errors import ConfigError
 from pixelwise.tasks.base import INFERENCE_OPTIONS, Metric, Prediction, Task, TaskBase, Training, Writer
 from pixelwise.tasks.instance import InstanceTask
+from pixelwise.tasks.multilabel import MultiLabelTask
 from pixelwise.tasks.panoptic import PanopticTask
 from pixelwise.tasks.semantic import SemanticTask
 
@@ -17,6 +18,7 @@ TASKS: dict[str, type[TaskBase]] = {
     "semantic": SemanticTask,
     "panoptic": PanopticTask,
     "instance": InstanceTask,
+    "multilabel": MultiLabelTask,
 }
 
 __all__ = ["INFERENCE_OPTIONS", "Metric", "Prediction", "TASKS", "Task", "Training", "Writer", "build_task",

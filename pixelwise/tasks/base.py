@@ -151,6 +151,13 @@ class Task(Protocol):
     def truth(self, sample: Sample) -> Prediction:
         """A dataset sample's labels as this task's Prediction (what `decode` is scored against)."""
 
+    def agreement(self, a: torch.Tensor, b: torch.Tensor) -> float:
+        """Share of pixels whose per-pixel answer agrees between two "out" maps (N, C, H, W): the check a
+        low-precision model or an exported graph must pass against fp32 torch."""
+
+    def check_dataset(self, dataset) -> None:
+        """Raise (DataError) unless the dataset's labels are the ones this task reads."""
+
     def metric(self, full: bool = True) -> Metric:
         """A fresh streaming metric whose `compute()` holds `best_key`; full=False: the cheaper subset a
         validation during training needs (e.g. PQ without mask AP)."""
@@ -220,6 +227,20 @@ class TaskBase:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def agreement(self, a: torch.Tensor, b: torch.Tensor) -> float:
+        """Argmax agreement (exclusive classes); NaN or Inf anywhere in either map agrees with nothing."""
+        if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+            return 0.0
+        return (a.argmax(1) == b.argmax(1)).float().mean().item()
+
+    def check_dataset(self, dataset) -> None:
+        """Raise unless the dataset's labels are the ones this task's classes read."""
+        from pixelwise.errors import DataError
+
+        if dataset.num_classes != self.num_classes:
+            raise DataError(f"{dataset.name}: dataset has {dataset.num_classes} classes but the model predicts "
+                            f"{self.num_classes}")
 
     def check_reads(self, model_task: str, where: str) -> None:
         """Raise unless this task can decode the outputs of a model trained for `model_task`."""

@@ -7,6 +7,10 @@
     ROOT/val.txt or ROOT/splits/val.txt  optional split lists: one stem (or GROUP/stem) per line, '#' comments
 
 Also accepted: image/ or img/ for images; mask/, labels/, label/ or annotations/ for masks.
+Multi-label layout: masks/ holds one folder per class instead of mask files, masks/<class>/<stem>.png,
+each a binary mask (0 = absent, any other value = present; classes may overlap). Classes are the folder
+names (sorted), or classes.txt's order; an image missing from a class folder does not show that class, an
+image found in no class folder is a DataError. Samples then carry `class_masks` (C, H, W) and no semantic map.
 Split: ROOT/SPLIT/{images,masks} when present; else the pairs under ROOT filtered by SPLIT.txt when present;
 else 'all' and 'train' give every pair (a set without split information is training data) and any other split
 is a DataError. 'all' always gives every pair under ROOT.
@@ -15,12 +19,17 @@ remap={raw: label} (e.g. ISBI membranes: remap={255: 1}, classes=['membrane', 'c
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
+
+import numpy as np
 
 from pixelwise.data.classes import read_class_file
 from pixelwise.data.dataset import SegmentationDataset
-from pixelwise.data.formats import identity_lut, index_mask_loader, label_lut, pair_loader, require_records
-from pixelwise.data.io import IMAGE_SUFFIXES, list_images
+from pixelwise.data.formats import (check_size, identity_lut, index_mask_loader, label_lut, pair_loader,
+                                    require_records)
+from pixelwise.data.io import IMAGE_SUFFIXES, list_images, read_image, read_mask
+from pixelwise.data.sample import Sample
 from pixelwise.errors import DataError
 
 IMAGE_DIRS = ("images", "image", "img")
@@ -43,8 +52,28 @@ def _split_list(root: Path, split: str) -> set[str] | None:
     return None
 
 
-def find_pairs(root: Path, split: str, mask_suffix: str = "") -> list[tuple[Path, Path, dict]]:
-    """(image, mask, meta) for a split of the folder layout above; DataError on any image without a mask."""
+def class_folders(mask_dir: Path) -> list[str]:
+    """The class folders of a multi-label masks/ folder (sorted), or [] when it holds mask files."""
+    if list_images(mask_dir):
+        return []
+    return sorted(d.name for d in mask_dir.iterdir() if d.is_dir() and list_images(d))
+
+
+def _class_masks(mask_dir: Path, classes: list[str], suffix: str) -> dict[str, dict[str, Path]]:
+    """stem -> {class: mask path} over the class folders of a multi-label masks/ folder."""
+    by_stem: dict[str, dict[str, Path]] = {}
+    for cls in classes:
+        folder = mask_dir / cls
+        for mask in (list_images(folder) if folder.is_dir() else []):
+            stem = mask.stem[:-len(suffix)] if suffix and mask.stem.endswith(suffix) else mask.stem
+            by_stem.setdefault(stem, {})[cls] = mask
+    return by_stem
+
+
+def find_pairs(root: Path, split: str, mask_suffix: str = "",
+               class_names: list[str] | None = None) -> list[tuple[Path, Path | dict, dict]]:
+    """(image, mask, meta) for a split of the folder layout above; DataError on any image without a mask.
+    With `class_names` (the multi-label layout) the mask is {class: mask path} of the classes it shows."""
     if split != "all" and (root / split).is_dir() and _pair_dirs(root / split):
         groups, keep = [(root / split, "")], None
     else:
@@ -61,15 +90,18 @@ def find_pairs(root: Path, split: str, mask_suffix: str = "") -> list[tuple[Path
     pairs = []
     for base, group in groups:
         image_dir, mask_dir = _pair_dirs(base)
-        # a .png mask wins over another file with the same stem (sorted last, so it overwrites)
-        masks = {p.stem: p for p in sorted(list_images(mask_dir), key=lambda p: p.suffix.lower() == ".png")}
+        if class_names is not None:
+            masks = _class_masks(mask_dir, class_names, mask_suffix)
+        else:  # a .png mask wins over another file with the same stem (sorted last, so it overwrites)
+            masks = {p.stem: p for p in sorted(list_images(mask_dir), key=lambda p: p.suffix.lower() == ".png")}
         for image in list_images(image_dir):
             key = f"{group}/{image.stem}" if group else image.stem
             if keep is not None and key not in keep and image.stem not in keep:
                 continue
-            mask = masks.get(image.stem + mask_suffix)
+            mask = masks.get(image.stem if class_names is not None else image.stem + mask_suffix)
             if mask is None:
-                raise DataError(f"{image}: image has no mask (expected {mask_dir / (image.stem + mask_suffix)}.png)")
+                where = mask_dir / "CLASS" if class_names is not None else mask_dir
+                raise DataError(f"{image}: image has no mask (expected {where / (image.stem + mask_suffix)}.png)")
             pairs.append((image, mask, {"group": group} if group else {}))
     if keep is not None:
         found = {f"{m.get('group')}/{i.stem}" if m else i.stem for i, _, m in pairs} | {i.stem for i, _, _ in pairs}
@@ -79,10 +111,47 @@ def find_pairs(root: Path, split: str, mask_suffix: str = "") -> list[tuple[Path
     return require_records(pairs, root, split)
 
 
+def _load_class_masks(classes: list[str], record: tuple) -> Sample:
+    """(image, {class: mask path}, meta) -> Sample with class_masks uint8 (C, H, W), 1 where present."""
+    image_path, paths, meta = record
+    image = read_image(image_path)
+    masks = np.zeros((len(classes), *image.shape[:2]), np.uint8)
+    for c, cls in enumerate(classes):
+        if cls in paths:
+            raw = read_mask(paths[cls])
+            check_size(image, raw, image_path, paths[cls])
+            masks[c] = raw > 0
+    return Sample(image=image, class_masks=masks,
+                  meta={"path": str(image_path), "name": image_path.stem, **meta})
+
+
+def _multilabel_root(root: Path, split: str) -> Path | None:
+    """The masks/ folder to look in for class folders (ROOT's, ROOT/SPLIT's or the first group's)."""
+    for base in (root / split, root, *sorted(d for d in root.iterdir() if d.is_dir())):
+        dirs = _pair_dirs(base) if base.is_dir() else None
+        if dirs:
+            return dirs[1]
+    return None
+
+
 def open_folder(root: Path, split: str, classes: list[str] | None = None, palette=None,
                 mask_suffix: str = "", remap: dict[int, int] | None = None) -> SegmentationDataset:
     """Read the folder layout (see the module docstring)."""
     root = Path(root)
+    mask_dir = _multilabel_root(root, split) if root.is_dir() else None
+    per_class = class_folders(mask_dir) if mask_dir is not None else []
+    if per_class:
+        if remap:
+            raise DataError(f"{root}: option remap applies to index masks, not to per-class mask folders")
+        if classes is None and (root / "classes.txt").is_file():
+            classes = read_class_file(root / "classes.txt")
+        classes = list(classes or per_class)
+        unknown = sorted(set(per_class) - set(classes))
+        if unknown:
+            raise DataError(f"{mask_dir}: class folder(s) {', '.join(unknown)} are not in the class list {classes}")
+        pairs = find_pairs(root, split, mask_suffix, class_names=classes)
+        return SegmentationDataset(pairs, partial(_load_class_masks, classes), classes,
+                                   [tuple(c) for c in palette or []], name=f"folder:{root} [{split}]")
     if classes is None:
         if not (root / "classes.txt").is_file():
             raise DataError(f"{root}: no classes.txt (one class name per line); write one or pass classes=[...]")
