@@ -24,6 +24,7 @@ demo: install
 	$(VENV)/bin/pixelwise demo
 
 test: install-test
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 clean:
