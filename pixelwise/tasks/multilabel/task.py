@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixelwise.data.io import index_png_bytes
+from pixelwise.data.io import png_bytes
 from pixelwise.data.transforms import pad_collate
 from pixelwise.errors import ConfigError, DataError
 from pixelwise.rle import per_class
@@ -117,7 +117,7 @@ class MultiLabelTask(TaskBase):
         if fmt == "rle" or len(self.classes) > MAX_BITS:
             return {"classes": table, "mask": per_class(masks, self.classes)}
         bits = np.tensordot(1 << np.arange(len(masks), dtype=np.int64), masks.astype(np.int64), axes=(0, 0))
-        data = base64.b64encode(index_png_bytes(bits)).decode("ascii")
+        data = base64.b64encode(png_bytes(bits.astype(np.uint16))).decode("ascii")  # always 16-bit greyscale
         return {"classes": table, "mask": {"format": "png", "encoding": "bits", "data": data}}
 
     def summary(self, scores: dict) -> str:
