@@ -60,7 +60,8 @@ class SegmentResponse(BaseModel):
     model: str
     task: str = Field(description="The task answered: semantic, panoptic, instance or multilabel.")
     classes: list[ClassPixels] = Field(default_factory=list, description="Every class with its pixel count.")
-    mask: PngData | RleMask | None = Field(None, description="Semantic and multi-label tasks (panoptic: the semantic map).")
+    mask: PngData | RleMask | None = Field(None, description="Semantic and multi-label tasks; panoptic (format=png): "
+                                                             "each pixel's segment class, 255 where no segment.")
     segments: list[Segment] | None = Field(None, description="Panoptic and instance tasks.")
     segment_map: PngData | None = Field(None, description="Panoptic, format=png: segment ids per pixel, 0 = void.")
     ms: float = Field(description="Server time for this request, milliseconds.")

@@ -120,12 +120,17 @@ class PanopticTask(TaskBase):
         return PanopticWriter(self, out_dir, self.check_formats(formats), overlay)
 
     def answer(self, pred: Prediction, fmt: str) -> dict:
-        """classes (pixels and instances per class), the semantic mask, and the segments: id, class, name,
-        area, score, RLE; with fmt "png" also the segment-id map as a 16-bit PNG ("segment_map")."""
+        """classes (pixels and instances per class, counted on the segments), the segments (id, class,
+        name, area, score, RLE); with fmt "png" also "mask", each segment's class per pixel (255 where no
+        segment), and "segment_map", the segment ids (0 = void), as index PNGs."""
         from pixelwise.data.io import index_png_bytes
 
         ids, segments = pred.panoptic
-        table = class_table(pred.semantic, self.classes, self.palette)
+        lut = np.full(int(ids.max(initial=0)) + 1, 255, np.int64)
+        for s in segments:
+            lut[s["id"]] = s["category_id"]
+        classes = lut[ids]  # the class of each pixel's segment: what the segments say, void where none
+        table = class_table(classes, self.classes, self.palette)
         counts = np.bincount([s["category_id"] for s in segments if s.get("isthing")], minlength=self.num_classes)
         for row in table:
             row["instances"] = int(counts[row["id"]]) if row["id"] in self.things else None
@@ -134,7 +139,7 @@ class PanopticTask(TaskBase):
                               "isthing": bool(s.get("isthing")), "area": int(s["area"]),
                               "score": float(s.get("score", 1.0)), "rle": encode(ids == s["id"])} for s in segments]}
         if fmt == "png":
-            body["mask"] = {"format": "png", "encoding": "index", "data": b64(index_png_bytes(pred.semantic, self.palette))}
+            body["mask"] = {"format": "png", "encoding": "index", "data": b64(index_png_bytes(classes, self.palette))}
             body["segment_map"] = {"format": "png", "encoding": "index", "data": b64(index_png_bytes(ids))}
         return body
 
