@@ -269,7 +269,7 @@ class Predictor:
             grid = self._grid(*x.shape[-2:], scale)
             parts = [sliding.stitch(self._run, sliding.tensor_fetcher(img.float().cpu()), grid, self.blend,
                                     self._tile_batch(grid)) for img in x]
-            out = {k: torch.stack([p[k] for p in parts]) for k in parts[0]}
+            out = {k: parts[0][k][None] if len(parts) == 1 else torch.stack([p[k] for p in parts]) for k in parts[0]}
         else:
             out = self._run(x)
         if tuple(x.shape[-2:]) != (h, w):

@@ -201,11 +201,16 @@ def _take(acc: dict, wsum: torch.Tensor, y0: int, y1: int, size: int, width: int
 
 def stitch(run, fetch, grid: TileGrid, blend: str = "gaussian", batch_size: int = 2,
            accum_dtype: torch.dtype | None = None) -> Output:
-    """The whole blended map: (C, H, W) float32 (or a dict of them)."""
-    bands = [band for _, _, band in iter_bands(run, fetch, grid, blend, batch_size, accum_dtype)]
-    if isinstance(bands[0], dict):
-        return {k: torch.cat([b[k] for b in bands], 1) for k in bands[0]}
-    return torch.cat(bands, 1)
+    """The whole blended map: (C, H, W) float32 (or a dict of them), filled band by band into one
+    preallocated map (never the bands and their concatenation at once)."""
+    out = None
+    for y0, y1, band in iter_bands(run, fetch, grid, blend, batch_size, accum_dtype):
+        parts = band if isinstance(band, dict) else {None: band}
+        if out is None:
+            out = {k: v.new_empty((v.shape[0], grid.height, grid.width)) for k, v in parts.items()}
+        for k, v in parts.items():
+            out[k][:, y0:y1] = v
+    return out[None] if None in out else out
 
 
 def label_dtype(num_classes: int) -> np.dtype:
