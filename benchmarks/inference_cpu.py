@@ -24,7 +24,7 @@ reset through /proc/self/clear_refs), the activations and workspace one forward 
 fast path's argmax against pixelwise fp32 eager on the same batch.
 
 Measured on an AMD EPYC with AVX-512 BF16 (no AMX): swapping ASPP's dilated convs for per-tap matrix
-products (`pixelwise.inference.fastpath.DilatedConvMatmul`) was no faster than oneDNN's convolution
+products (`pixelwise.inference.swaps.DilatedConvMatmul`) was no faster than oneDNN's convolution
 there (--swap-dilated measures it), so the fast path leaves it off except on AMX CPUs.
 """
 from __future__ import annotations
@@ -97,8 +97,10 @@ def scenes(batch: int, size: int):
     from pixelwise.data.synthetic import make_scene
     from pixelwise.data.transforms import normalize_image
 
-    return torch.cat([normalize_image(make_scene(seed=100 + i, size=size).image, (0.485, 0.456, 0.406),
-                                      (0.229, 0.224, 0.225)) for i in range(batch)])
+    from pixelwise.constants import IMAGENET_MEAN, IMAGENET_STD
+
+    return torch.cat([normalize_image(make_scene(seed=100 + i, size=size).image, IMAGENET_MEAN, IMAGENET_STD)
+                      for i in range(batch)])
 
 
 def out_of(y):
@@ -111,7 +113,7 @@ def run_row(args) -> dict:
 
     torch.set_num_threads(args.threads)
     from pixelwise.data.classes import default_palette
-    from pixelwise.inference import fastpath
+    from pixelwise.inference import swaps
     from pixelwise.inference.predictor import Predictor
 
     torch.manual_seed(0)
@@ -122,10 +124,17 @@ def run_row(args) -> dict:
     config = {"classes": [f"c{i}" for i in range(NUM_CLASSES)], "palette": default_palette(NUM_CLASSES),
               "preprocessing": {}}
     if args.swap_dilated:
-        fastpath.swap_by_default = lambda device, dtype: True
+        swaps.swap_by_default = lambda device, dtype: True
     t0 = time.perf_counter()
     predictor = Predictor(ours, config, args.device, args.precision)
     setup = time.perf_counter() - t0
+    without_aspp = None
+    if args.aspp_ablation:  # the Predictor as it ran before the ASPP swap reached it
+        real, swaps.swap_aspp = swaps.swap_aspp, (lambda model: 0)
+        try:
+            without_aspp = Predictor(ours, config, args.device, args.precision)
+        finally:
+            swaps.swap_aspp = real
     sync = (torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None))
     xd = x.to(args.device)
     base.to(args.device)
@@ -140,7 +149,8 @@ def run_row(args) -> dict:
 
     forms = {"baseline": timed(lambda: base(xd)),
              "fp32": timed(lambda: ours_eager(xd)) if ours is not base else None,
-             "fast": timed(lambda: predictor.logits(xd))}
+             "fast": timed(lambda: predictor.logits(xd)),
+             "fast_no_aspp": timed(lambda: without_aspp.logits(xd)) if without_aspp is not None else None}
     forms = {k: v for k, v in forms.items() if v is not None}
     times = {k: [] for k in forms}
     mem = {k: 0.0 for k in forms}
@@ -162,19 +172,26 @@ def run_row(args) -> dict:
 
 
 def table(results: list[dict]) -> str:
+    ablation = any("fast_no_aspp" in r.get("ips", {}) for r in results)
+    extra = (" fast without the ASPP swap: img/s | its / baseline |", "---|---|") if ablation else ("", "")
     lines = ["| row | batch | baseline | img/s | peak MB | pixelwise | precision | img/s fp32 eager | img/s fast "
-             "| peak MB fast | fast / baseline | same, best runs | agreement vs own fp32 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| peak MB fast | fast / baseline | same, best runs | agreement vs own fp32 |" + extra[0],
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + extra[1]]
     for r in results:
         if "skipped" in r:
-            lines.append(f"| {r['row']} | {r['batch']} | {r['skipped']} |  |  |  |  |  |  |  |  |  |  |")
+            lines.append(f"| {r['row']} | {r['batch']} | {r['skipped']} |  |  |  |  |  |  |  |  |  |  |"
+                         + (" | |" if ablation else ""))
             continue
         ips, mem = r["ips"], r["peak_extra_mb"]
         fp32 = f"{ips['fp32']:.3f}" if "fp32" in ips else "(= baseline)"
-        lines.append(f"| {r['row']} | {r['batch']} | {r['baseline']} | {ips['baseline']:.3f} | {mem['baseline']:.0f} "
-                     f"| {r['ours']} | {r['precision']} | {fp32} | {ips['fast']:.3f} | {mem['fast']:.0f} "
-                     f"| **{ips['fast'] / ips['baseline']:.2f}x** "
-                     f"| {min(r['all_seconds']['baseline']) / min(r['all_seconds']['fast']):.2f}x | {r['agreement']:.4%} |")
+        line = (f"| {r['row']} | {r['batch']} | {r['baseline']} | {ips['baseline']:.3f} | {mem['baseline']:.0f} "
+                f"| {r['ours']} | {r['precision']} | {fp32} | {ips['fast']:.3f} | {mem['fast']:.0f} "
+                f"| **{ips['fast'] / ips['baseline']:.2f}x** "
+                f"| {min(r['all_seconds']['baseline']) / min(r['all_seconds']['fast']):.2f}x | {r['agreement']:.4%} |")
+        if ablation:
+            no = ips.get("fast_no_aspp")
+            line += f" {no:.3f} | {no / ips['baseline']:.2f}x |" if no else " | |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -194,6 +211,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--budget", type=float, default=170, help="seconds; batch-8 rows that would not fit are skipped")
     parser.add_argument("--swap-dilated", action="store_true", help="use DilatedConvMatmul in the fast path")
+    parser.add_argument("--aspp-ablation", action="store_true",
+                        help="also time the Predictor without the FastASPP swap (as it ran before it reached it)")
     parser.add_argument("--no-append", action="store_true", help="do not append to benchmarks/RESULTS.md")
     parser.add_argument("--row", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
@@ -219,7 +238,8 @@ def main() -> None:
                     continue
             cmd = [sys.executable, __file__, "--row", row, "--batch", str(batch), "--size", str(args.size),
                    "--threads", str(args.threads), "--iters", str(args.iters), "--precision", args.precision,
-                   "--device", args.device] + (["--swap-dilated"] if args.swap_dilated else [])
+                   "--device", args.device] + (["--swap-dilated"] if args.swap_dilated else []) + (
+                   ["--aspp-ablation"] if args.aspp_ablation else [])
             proc = subprocess.run(cmd, capture_output=True, text=True)
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
             if line is None:
