@@ -56,6 +56,11 @@ def read_rgb_mask(path: str | Path) -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
+def label_dtype(num_classes: int) -> np.dtype:
+    """The smallest integer type that holds class ids 0..num_classes-1 and the void label 255."""
+    return np.dtype(np.uint8 if num_classes <= 256 else np.int32)
+
+
 def index_png_bytes(labels: np.ndarray, palette=None) -> bytes:
     """The one index-PNG encoder: (H, W) non-negative class ids -> PNG bytes. Up to 256 values: an 8-bit
     palette PNG (a full 256-entry palette, colours from `palette`, the rest black); up to 65536: a 16-bit

@@ -12,8 +12,7 @@
   its ReLU fused, pixelwise's ASPP without its two copies, and, where measured faster, big dilated
   convolutions as matrix products.
 
-`argmax_agreement(a, b)` is the fraction of pixels whose argmax agrees between two logit tensors: the
-check the Predictor runs before it trusts a low-precision model.
+The Predictor checks a low-precision copy against fp32 with its task's `agreement` before it trusts it.
 """
 from __future__ import annotations
 
@@ -118,8 +117,3 @@ def prepare_model(model: nn.Module, device: str | torch.device = "cpu", dtype: t
     for p in model.parameters():
         p.requires_grad_(False)
     return model
-
-
-def argmax_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Fraction of pixels where logits a and b (N, C, H, W) have the same argmax."""
-    return (a.argmax(1) == b.argmax(1)).float().mean().item()

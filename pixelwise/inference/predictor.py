@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from pixelwise.constants import IMAGENET_MEAN, IMAGENET_STD
+from pixelwise.data.io import label_dtype
 from pixelwise.data.transforms import normalize_image
 from pixelwise.errors import PixelwiseError
 from pixelwise.inference import sliding
@@ -143,8 +144,7 @@ class Predictor:
             raise PixelwiseError(f"blend must be one of {', '.join(sliding.BLENDS)}, got {blend!r}")
         self.tile, self.overlap, self.blend, self.tile_batch = tile and int(tile), float(overlap), blend, tile_batch
         self.tta = parse_tta(tta)
-        self.task.check_applies({"tile": self.tile is not None, "tta": self.tta != (False, (1.0,)),
-                                 "crf": self.crf is not None})
+        self.task.check_applies(self._asked())
         self.calibration: dict | None = None
         self.onnx = not isinstance(model, torch.nn.Module)
         if self.onnx:
@@ -178,9 +178,12 @@ class Predictor:
 
         other = copy.copy(self)
         other.task = task_for_model(self.config, task, task_options, defaults=getattr(self.model, "postprocess", None))
-        other.task.check_applies({"tile": self.tile is not None, "tta": self.tta != (False, (1.0,)),
-                                  "crf": self.crf is not None})
+        other.task.check_applies(self._asked())
         return other
+
+    def _asked(self) -> dict[str, bool]:
+        """Which inference options this Predictor uses (each task says which it can honour)."""
+        return {"tile": self.tile is not None, "tta": self.tta != (False, (1.0,)), "crf": self.crf is not None}
 
     @property
     def classes(self) -> list[str]:
@@ -325,7 +328,7 @@ class Predictor:
         when given (e.g. an np.memmap). Tiled images are decoded band by band."""
         image = as_rgb(image)
         if out is None:
-            out = np.empty(image.shape[:2], sliding.label_dtype(self.num_classes))
+            out = np.empty(image.shape[:2], label_dtype(self.num_classes))
         for y0, y1, band in self.iter_rows(image):
             if band.semantic is None:
                 raise PixelwiseError(f"labels(): the {self.task.name} task gives no single label map; use predict()")

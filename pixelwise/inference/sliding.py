@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pixelwise.data.io import label_dtype
+
 Output = torch.Tensor | dict[str, torch.Tensor]
 BLENDS = ("gaussian", "linear")
 # Above this many bytes the float32 accumulator switches to float16 (the 8000 x 8000 case).
@@ -211,10 +213,6 @@ def stitch(run, fetch, grid: TileGrid, blend: str = "gaussian", batch_size: int 
         for k, v in parts.items():
             out[k][:, y0:y1] = v
     return out[None] if None in out else out
-
-
-def label_dtype(num_classes: int) -> np.dtype:
-    return np.dtype(np.uint8 if num_classes <= 256 else np.int32)
 
 
 def stitch_labels(run, fetch, grid: TileGrid, blend: str = "gaussian", batch_size: int = 2,

@@ -25,7 +25,7 @@ from torch import nn
 
 from pixelwise.data.classes import default_palette
 from pixelwise.data.sample import Sample
-from pixelwise.errors import ConfigError, PixelwiseError
+from pixelwise.errors import ConfigError
 from pixelwise.metrics.reduce import Reducer
 
 INFERENCE_OPTIONS = ("tile", "tta", "crf")  # Predictor options a task may or may not be able to honour
@@ -285,5 +285,15 @@ def require(value, what: str, sample: Sample):
     return value
 
 
-def unknown_task(name: str, known) -> PixelwiseError:
-    return ConfigError(f"task '{name}' does not exist (known: {', '.join(known)})")
+def prediction_files(pred: str, spec: str, wanted: str, task: str) -> Path:
+    """The ground-truth file of `spec` (FORMAT:ROOT) for scoring the prediction file `pred` of `task`:
+    its format must be `wanted` and both must exist (else a DataError naming them)."""
+    from pixelwise.data.formats import parse_spec
+    from pixelwise.errors import DataError
+
+    fmt, root = parse_spec(spec)
+    if fmt != wanted:
+        raise DataError(f"{spec}: --task {task} --pred scores against a {wanted}:JSON ground truth")
+    if not Path(pred).is_file():
+        raise DataError(f"{pred}: prediction file not found")
+    return root

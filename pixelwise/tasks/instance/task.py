@@ -14,7 +14,7 @@ import torch
 
 from pixelwise.errors import ConfigError, DataError
 from pixelwise.rle import encode
-from pixelwise.tasks.base import Prediction, TaskBase, Training
+from pixelwise.tasks.base import Prediction, TaskBase, Training, prediction_files
 from pixelwise.tasks.instance.metric import InstanceMetric
 from pixelwise.tasks.instance.writer import InstanceWriter
 from pixelwise.tasks.panoptic.decode import panoptic_decode, thing_labels
@@ -106,15 +106,9 @@ class InstanceTask(TaskBase):
 
     @classmethod
     def score_files(cls, pred: str, spec: str) -> dict:
-        from pixelwise.data.formats import parse_spec
         from pixelwise.tasks.instance.files import coco_instance_eval
 
-        fmt, root = parse_spec(spec)
-        if fmt != "coco-instance":
-            raise DataError(f"{spec}: --task instance --pred scores against a coco-instance:JSON ground truth")
-        if not Path(pred).is_file():
-            raise DataError(f"{pred}: prediction file not found")
-        return coco_instance_eval(root, pred)
+        return coco_instance_eval(prediction_files(pred, spec, "coco-instance", cls.name), pred)
 
 
 class _FlatInstanceMetric(InstanceMetric):

@@ -15,7 +15,6 @@ import numpy as np
 
 from pixelwise.data.formats.coco import instance_results, write_coco_instances
 from pixelwise.data.io import write_atomic
-from pixelwise.errors import DataError
 from pixelwise.viz import save_png
 
 
@@ -23,9 +22,7 @@ class InstanceWriter:
     def __init__(self, task, out_dir: str | Path, formats: list[str], overlay: bool = False):
         self.task, self.out = task, Path(out_dir)
         self.formats = list(formats) + (["overlay"] if overlay else [])
-        self.category_ids = list(task.options.category_ids or range(1, task.num_classes + 1))
-        if len(self.category_ids) != task.num_classes:
-            raise DataError(f"task.options.category_ids: {len(self.category_ids)} ids for {task.num_classes} classes")
+        self.category_ids = task.options.coco_ids(task.num_classes)
 
     def _files(self, stem: str) -> dict[str, Path]:
         return {"coco": self.out / ".parts" / f"{stem}.instances.json", "overlay": self.out / f"{stem}_overlay.png"}

@@ -16,7 +16,7 @@ import torch
 
 from pixelwise.errors import ConfigError, DataError
 from pixelwise.rle import encode
-from pixelwise.tasks.base import Prediction, TaskBase, Training
+from pixelwise.tasks.base import Prediction, TaskBase, Training, prediction_files
 from pixelwise.tasks.panoptic.decode import panoptic_decode, thing_labels
 from pixelwise.tasks.panoptic.loss import PanopticLoss
 from pixelwise.tasks.panoptic.metric import PanopticMetric
@@ -49,6 +49,13 @@ class PanopticOptions:
             raise ConfigError(f"task.options.method: '{self.method}' is not one of components, watershed")
         if self.nms_kernel < 1 or self.nms_kernel % 2 == 0:
             raise ConfigError(f"task.options.nms_kernel: expected an odd positive size, got {self.nms_kernel}")
+
+    def coco_ids(self, num_classes: int) -> list[int]:
+        """COCO category ids of the classes: category_ids, else class index + 1."""
+        ids = list(self.category_ids or range(1, num_classes + 1))
+        if len(ids) != num_classes:
+            raise ConfigError(f"task.options.category_ids: {len(ids)} ids for {num_classes} classes")
+        return ids
 
     def postprocess(self) -> dict:
         return {k: getattr(self, k) for k in ("threshold", "nms_kernel", "top_k", "stuff_area", "min_thing_area",
@@ -176,12 +183,6 @@ class PanopticTask(TaskBase):
 
     @classmethod
     def score_files(cls, pred: str, spec: str) -> dict:
-        from pixelwise.data.formats import parse_spec
         from pixelwise.tasks.panoptic.files import pq_compute
 
-        fmt, root = parse_spec(spec)
-        if fmt != "coco-panoptic":
-            raise DataError(f"{spec}: --task panoptic --pred scores against a coco-panoptic:JSON ground truth")
-        if not Path(pred).is_file():
-            raise DataError(f"{pred}: prediction file not found")
-        return pq_compute(root, pred)
+        return pq_compute(prediction_files(pred, spec, "coco-panoptic", cls.name), pred)

@@ -22,7 +22,6 @@ from skimage.segmentation import find_boundaries
 
 from pixelwise.data.formats.coco import id2rgb, instance_results, write_coco_instances, write_coco_panoptic
 from pixelwise.data.io import png_bytes, write_atomic, write_index_png
-from pixelwise.errors import DataError
 from pixelwise.viz import add_legend, save_png
 
 
@@ -67,9 +66,7 @@ class PanopticWriter:
     def __init__(self, task, out_dir: str | Path, formats: list[str], overlay: bool = False):
         self.task, self.out = task, Path(out_dir)
         self.formats = list(formats) + (["overlay"] if overlay else [])
-        self.category_ids = list(task.options.category_ids or range(1, task.num_classes + 1))
-        if len(self.category_ids) != task.num_classes:
-            raise DataError(f"task.options.category_ids: {len(self.category_ids)} ids for {task.num_classes} classes")
+        self.category_ids = task.options.coco_ids(task.num_classes)
 
     def _files(self, stem: str) -> dict[str, list[Path]]:
         return {"coco": [self.out / "panoptic" / f"{stem}.png", self.out / ".parts" / f"{stem}.json"],

@@ -17,14 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from pixelwise import rle
-from pixelwise.data.io import write_atomic, write_index_png
+from pixelwise.data.io import label_dtype, write_atomic, write_index_png
 from pixelwise.viz import save_png
 
 SUFFIXES = {"png": ".png", "npy": ".npy", "rle": ".json", "overlay": "_overlay.png"}
-
-
-def label_dtype(num_classes: int) -> np.dtype:
-    return np.dtype(np.uint8 if num_classes <= 256 else np.int32)
 
 
 class SemanticWriter:
