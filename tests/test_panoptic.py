@@ -187,6 +187,10 @@ def test_train_eval_predict_panoptic_end_to_end(tmp_path, capsys):
     config = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
     assert config["task"] == "panoptic" and config["things"] == [3, 4, 5] and "pq" in config["metrics"]
     val = pw.open_dataset("synthetic:5", "test").subset(range(3))
+    # the validation during training and pw.evaluate read the model with the same task options (its own
+    # post-processing: stuff_area 16 here, not the task's default 2048)
+    again = pw.evaluate(tmp_path / "run" / "best", pw.open_dataset("synthetic:5", "test"), device="cpu")
+    assert again["pq"] == pytest.approx(config["metrics"]["pq"], abs=0.01)
     scores = pw.evaluate(tmp_path / "run" / "best", val, device="cpu")
     assert {"pq", "sq", "rq", "things", "stuff", "per_class", "miou", "mask_ap", "dsb_score", "aji"} <= set(scores)
     Image.fromarray(val[0].image).save(tmp_path / "a.png")
@@ -200,6 +204,23 @@ def test_train_eval_predict_panoptic_end_to_end(tmp_path, capsys):
     assert pan["annotations"][0]["file_name"] == "a.png" and len(pan["categories"]) == 6
     assert isinstance(json.loads((tmp_path / "pred" / "instances.json").read_text()), list)
     capsys.readouterr()
+
+
+def test_training_task_takes_the_models_postprocessing(tmp_path):
+    """The validation during training reads a panoptic model with its own post-processing (the recipe's
+    stuff_area 16), as pw.evaluate and the Predictor do, not with the task's defaults (2048)."""
+    import pixelwise as pw
+    from pixelwise.config import load_config
+    from pixelwise.engine.trainer import _task, model_kwargs
+
+    (tmp_path / "r.yaml").write_text(TINY)
+    cfg = load_config(tmp_path / "r.yaml")
+    ds = pw.open_dataset("synthetic:5", "train")
+    model = pw.create_model(cfg.model.name, ds.num_classes, **model_kwargs(cfg))
+    assert model.postprocess["stuff_area"] == 16
+    assert _task(cfg, ds.classes, ds, model).options.stuff_area == 16
+    saved = pw.save_model(model, tmp_path / "m", classes=ds.classes, extra={"task": "panoptic", "things": ds.things})
+    assert pw.Predictor.from_dir(saved, device="cpu", precision="fp32").task.options.stuff_area == 16
 
 
 def test_cli_scores_panoptic_prediction_files(tmp_path, capsys):

@@ -187,10 +187,12 @@ def _to_device(targets, device, non_blocking: bool = True):
     return targets
 
 
-def _task(cfg: Config, classes: list[str], train_ds) -> Task:
-    """The task of a run: task.name, else the model's own; it must be one that trains."""
+def _task(cfg: Config, classes: list[str], train_ds, model: torch.nn.Module | None = None) -> Task:
+    """The task of a run: task.name, else the model's own; it must be one that trains. With the model,
+    its own settings (a panoptic model's post-processing) are the defaults of the task's options, as
+    they are when the saved model is loaded for inference."""
     task = build_task(cfg.task.name or native_task(cfg.model.name), classes, train_ds.palette, train_ds.things,
-                      cfg.task.options)
+                      cfg.task.options, defaults=getattr(model, "postprocess", None))
     if not task.trainable:
         task.training(cfg.data, cfg.train, None)  # raises, saying how this task is trained instead
     return task
@@ -200,9 +202,10 @@ def _setup(cfg: Config, out: Path, info: ddp.DistInfo) -> _Run:
     """Datasets, model, task, loader, optimizer and schedule of a fresh run."""
     tc = cfg.train
     spec, train_ds, val_ds = _datasets(cfg)
-    task = _task(cfg, list(cfg.data.classes or train_ds.classes), train_ds)
-    classes = task.classes  # the dataset's, and any the task derives from them (multi-label unions)
+    names = list(cfg.data.classes or train_ds.classes)
+    classes = _task(cfg, names, train_ds).classes  # the dataset's, and any the task derives (multi-label unions)
     model = create_model(cfg.model.name, len(classes), **model_kwargs(cfg))
+    task = _task(cfg, names, train_ds, model)
     init = load_init(model, tc.init_from, cfg.model.name) if tc.init_from else None
     cfg = resolve_normalisation(cfg, model, init)
     parts = task.training(cfg.data, cfg.train, model)

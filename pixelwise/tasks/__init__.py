@@ -37,9 +37,16 @@ def native_task(model_name: str) -> str:
 
 
 def build_task(name: str, classes, palette=None, things=(), options: dict | None = None,
-               where: str = "config key 'task.name'") -> TaskBase:
-    """A task object for a label set (class names, palette, thing class ids) and its options."""
-    return task_class(name, where)(classes, palette, things, options)
+               where: str = "config key 'task.name'", defaults: dict | None = None) -> TaskBase:
+    """A task object for a label set (class names, palette, thing class ids) and its options, over
+    `defaults` (e.g. a panoptic model's own post-processing; keys the task has no option for are dropped)."""
+    cls = task_class(name, where)
+    return cls(classes, palette, things, {**_known(cls, defaults), **(options or {})})
+
+
+def _known(cls: type[TaskBase], values: dict | None) -> dict:
+    fields = set(getattr(cls.Options, "__dataclass_fields__", {}))
+    return {k: v for k, v in (values or {}).items() if k in fields}
 
 
 def model_task(config: dict) -> str:
@@ -55,8 +62,7 @@ def task_for_model(config: dict, name: str | None = None, options: dict | None =
     Defaults the task has no field for are dropped; `options` must all be the task's."""
     own = model_task(config)
     cls = task_class(name or own, "--task")
-    fields = set(getattr(cls.Options, "__dataclass_fields__", {}))
-    merged = {k: v for k, v in {**(defaults or {}), **(config.get("task_options") or {})}.items() if k in fields}
+    merged = _known(cls, {**(defaults or {}), **(config.get("task_options") or {})})
     task = cls(config["classes"], config.get("palette"), config.get("things") or (), {**merged, **(options or {})})
     task.check_reads(own, f"--task {task.name}")
     return task
