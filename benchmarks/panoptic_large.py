@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=3000)
     parser.add_argument("--tile", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--task-option", action="append", default=[],
+                        help="KEY=VALUE passed to pixelwise predict, e.g. top_k=1000 (the recipe keeps 50 centres)")
     parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args()
     from PIL import Image
@@ -81,8 +83,9 @@ def main() -> None:
     model = args.model or str(random_model(work))
     image = work / "big.png"
     Image.fromarray(mosaic(max(args.width, args.height))[:args.height, :args.width]).save(image)
-    rows = [run(model, image, work / "out_plain", ["--tile", str(args.tile)], args.threads)]
-    rows.append(run(model, image, work / "out_tta", ["--tile", str(args.tile), "--tta", "flip"], args.threads))
+    extra = [a for o in args.task_option for a in ("--task-option", o)]
+    rows = [run(model, image, work / "out_plain", ["--tile", str(args.tile), *extra], args.threads)]
+    rows.append(run(model, image, work / "out_tta", ["--tile", str(args.tile), "--tta", "flip", *extra], args.threads))
     import torch
 
     torch.set_num_threads(args.threads)

@@ -119,51 +119,46 @@ def inference_options(fn):
         click.option("--crf", default="none", show_default=True,
                      type=click.Choice(["none", "default", "deeplab_v1", "deeplab_v2"]),
                      help="Refine with the dense CRF (Kraehenbuehl & Koltun): a parameter preset."),
+        click.option("--task-option", "task_options", multiple=True,
+                     help="KEY=VALUE option of the task, e.g. top_k=1000 or stuff_area=64 (panoptic), threshold=0.4 "
+                          "(multilabel); over the model's own settings."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
-def given(ctx: click.Context, *names: str) -> list[str]:
-    """The options among `names` that the user typed on the command line (not left at their default)."""
+def refuse(ctx: click.Context, names: tuple[str, ...], why: str) -> None:
+    """A usage error naming the first of the options `names` (parameter names) that the user typed on the
+    command line, when `why` says they cannot apply."""
     from click.core import ParameterSource
 
-    return [n for n in names if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
-
-
-def refuse(ctx: click.Context, names: tuple[str, ...], why: str) -> None:
-    """A usage error naming the first of `names` the user gave, when `why` says they cannot apply."""
-    used = given(ctx, *names)
+    used = [n for n in names if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
     if used:
-        raise click.UsageError(f"--{used[0].replace('_', '-')} {why}")
+        option = next(o for p in ctx.command.params if p.name == used[0] for o in p.opts if o.startswith("--"))
+        raise click.UsageError(f"{option} {why}")
 
 
-MODEL_OPTIONS = ("precision", "tile", "overlap", "tta", "crf", "method", "task_name", "device", "data_options")
+RUN_OPTIONS = ("precision", "tile", "overlap", "tta", "crf", "method", "device", "task_options")  # a model run's
 
 
-def build_predictor(ctx: click.Context, model_dir: str, task: str | None, method: str | None, device, precision,
-                    tile, overlap, tta, crf):
+def build_predictor(model_dir: str, task: str | None, method: str | None, device, precision, tile, overlap, tta,
+                    crf, task_options: tuple[str, ...] = ()):
     """The Predictor of eval and predict: the model's own task unless --task says another, --method as the
-    task's option where the task has it; an option the task cannot honour is a usage error."""
+    task's option where the task has it; an option the task cannot honour stops with one line."""
     from pixelwise.inference.predictor import Predictor
-    from pixelwise.tasks import model_task, task_class
     from pixelwise.modeldir import read_model_config
+    from pixelwise.tasks import model_task, task_class
 
-    options = {}
+    options = parse_params(task_options)
     if method is not None:
         name = task or (model_task(read_model_config(model_dir)) if not model_dir.endswith(".onnx") else None)
         if name is not None and "method" not in getattr(task_class(name, "--task").Options, "__dataclass_fields__", {}):
             raise click.UsageError(f"--method does not apply to the {name} task (it turns a semantic model's label "
                                    "map into instances: --task panoptic or --task instance)")
         options["method"] = method
-    try:
-        return Predictor.from_dir(model_dir, device=device, precision=precision, tile=tile, overlap=overlap, tta=tta,
-                                  crf=crf, task=task, task_options=options)
-    except PixelwiseError as exc:
-        if str(exc).startswith("--"):  # an option the task cannot honour: a usage error, as click's own
-            raise click.UsageError(str(exc)) from None
-        raise
+    return Predictor.from_dir(model_dir, device=device, precision=precision, tile=tile, overlap=overlap, tta=tta,
+                              crf=crf, task=task, task_options=options)
 
 
 @cli.command("eval")
@@ -193,13 +188,13 @@ def eval_cmd(ctx: click.Context, model_dir: str | None, task_name: str | None, p
              images_dir: str | None, method: str | None, spec: str, split: str, json_out: str | None,
              report_dir: str | None, device: str | None, classic_method: str | None, params: tuple[str, ...],
              data_options: tuple[str, ...], precision: str, tile: int | None, overlap: float, tta: str | None,
-             crf: str) -> None:
+             crf: str, task_options: tuple[str, ...]) -> None:
     """Score a saved model on a dataset split (or predictions made elsewhere, --pred, or a classical
     method, --classic); prints the task's table."""
     if classic_method:
         if model_dir:
             raise click.UsageError("--classic scores a classical method: give no MODEL_DIR")
-        refuse(ctx, (*MODEL_OPTIONS[:-1], "pred", "report_dir", "images_dir"), "does not apply to --classic")
+        refuse(ctx, (*RUN_OPTIONS, "task_name", "pred", "report_dir", "images_dir"), "does not apply to --classic")
         from pixelwise.classical.cli import evaluate_classic
 
         scores = evaluate_classic(classic_method, spec, parse_params(params), split=split)
@@ -211,8 +206,8 @@ def eval_cmd(ctx: click.Context, model_dir: str | None, task_name: str | None, p
     if pred:
         if model_dir:
             raise click.UsageError("--pred scores prediction files: give no MODEL_DIR")
-        refuse(ctx, ("precision", "tile", "overlap", "tta", "crf", "method", "device", "report_dir", "data_options"),
-               "does not apply to --pred (it scores files, no model runs)")
+        refuse(ctx, (*RUN_OPTIONS, "report_dir", "data_options"), "does not apply to --pred (it scores files, no "
+               "model runs)")
         from pixelwise.tasks import task_class
 
         task = task_class(task_name or "semantic", "--task")
@@ -225,7 +220,7 @@ def eval_cmd(ctx: click.Context, model_dir: str | None, task_name: str | None, p
     from pixelwise.data.formats import open_dataset
     from pixelwise.engine.evaluate import evaluate
 
-    predictor = build_predictor(ctx, model_dir, task_name, method, device, precision, tile, overlap, tta, crf)
+    predictor = build_predictor(model_dir, task_name, method, device, precision, tile, overlap, tta, crf, task_options)
     options = reader_options(model_dir, spec, data_options) | ({"images": images_dir} if images_dir else {})
     dataset = open_dataset(spec, split, **options)
     click.echo(f"running: {predictor.describe()}", err=True)
@@ -303,22 +298,18 @@ def expand_images(items: tuple[str, ...]) -> list[Path]:
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0), help="Image-decoding processes.")
 @click.option("--device", default=None)
 @inference_options
-@click.pass_context
-def predict(ctx: click.Context, model_dir: str, images: tuple[str, ...], out: str, overlay: bool,
+def predict(model_dir: str, images: tuple[str, ...], out: str, overlay: bool,
             task_name: str | None, method: str | None, formats: tuple[str, ...], overwrite: bool, workers: int,
-            device: str | None, precision: str, tile: int | None, overlap: float, tta: str | None, crf: str) -> None:
+            device: str | None, precision: str, tile: int | None, overlap: float, tta: str | None, crf: str,
+            task_options: tuple[str, ...]) -> None:
     """Predict images, folders or globs into --out, in the task's formats (and overlays); resumable."""
     from pixelwise.inference.batch import predict_files
 
     paths = expand_images(images)
     if not paths:
         raise PixelwiseError(f"no images found in {' '.join(images)}")
-    predictor = build_predictor(ctx, model_dir, task_name, method, device, precision, tile, overlap, tta, crf)
-    try:
-        writer_formats = predictor.task.check_formats(formats)
-    except PixelwiseError as exc:
-        raise click.UsageError(str(exc)) from None
-    result = predict_files(predictor, paths, out, writer_formats, overlay=overlay, overwrite=overwrite,
+    predictor = build_predictor(model_dir, task_name, method, device, precision, tile, overlap, tta, crf, task_options)
+    result = predict_files(predictor, paths, out, formats, overlay=overlay, overwrite=overwrite,
                            num_workers=workers)
     failed = result.failed
     click.echo(f"wrote {len(result.written)} {predictor.task.name} predictions to {out}"

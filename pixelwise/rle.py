@@ -93,6 +93,35 @@ def decode(rle: dict) -> np.ndarray:
     return np.repeat(values, counts).reshape((h, w), order="F")
 
 
+def encode_each(labels: np.ndarray, ids=None) -> dict[int, dict]:
+    """{label: COCO RLE of labels == label} for every label > 0 of an int (H, W) map (and every one of
+    `ids`, empty ones included), in one pass over the map: the set pixels' column-major positions are
+    grouped by label and each group's runs read off its sorted positions (encoding each mask over the
+    whole image costs one full pass per label: 87 s for 1000 instances of a 4000 x 3000 image). Same
+    strings as `encode`."""
+    labels = np.asarray(labels)
+    h, w = labels.shape
+    empty = {"size": [int(h), int(w)], "counts": counts_to_string([int(h * w)])}
+    out = {int(i): empty for i in (ids if ids is not None else [])}
+    flat = labels.ravel(order="F")
+    where = np.flatnonzero(flat)
+    if where.size == 0:
+        return out
+    order = np.argsort(flat[where], kind="stable")  # positions stay ascending within a label
+    where, values = where[order], flat[where][order]
+    cuts = np.flatnonzero(np.diff(values)) + 1
+    for pos, value in zip(np.split(where, cuts), values[np.r_[0, cuts]]):
+        breaks = np.flatnonzero(np.diff(pos) != 1) + 1
+        starts, ends = pos[np.r_[0, breaks]], pos[np.r_[breaks - 1, len(pos) - 1]] + 1
+        counts = np.empty(2 * len(starts), np.int64)
+        counts[0::2] = starts - np.r_[0, ends[:-1]]  # the zeros before each run of ones
+        counts[1::2] = ends - starts
+        tail = h * w - int(ends[-1])
+        runs = counts.tolist() + ([tail] if tail else [])
+        out[int(value)] = {"size": [int(h), int(w)], "counts": counts_to_string(runs)}
+    return out
+
+
 def per_class(labels: np.ndarray, classes: list[str]) -> dict:
     """The one per-class RLE layout pixelwise writes (prediction files and the server's answers):
 

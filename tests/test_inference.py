@@ -187,6 +187,22 @@ def test_fold_batchnorm_keeps_outputs_and_leaves_the_model_alone():
                                    rtol=1e-4)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_predictor_runs_the_aspp_swap(precision):
+    """The Predictor folds batch norm itself and prepares the folded copy: the ASPP swap must still reach
+    the model it runs (it did not, while prepare_model swapped only when it folded)."""
+    torch.manual_seed(0)
+    model = pw.create_model("deeplabv3", 4, encoder="resnet18").eval()
+    config = {"classes": ["a", "b", "c", "d"], "preprocessing": {}}
+    predictor = Predictor(model, config, "cpu", precision, calibrate=False)
+    assert any(isinstance(m, FastASPP) for m in predictor.model.modules())
+    x = torch.randn(1, 3, 64, 80)
+    with torch.inference_mode():
+        reference = model(x)
+    agreement = (predictor.logits(x).argmax(1) == reference.argmax(1)).float().mean()
+    assert agreement > (0.999 if precision == "fp32" else 0.95)
+
+
 def test_fold_batchnorm_undoes_itself_when_a_conv_output_is_reused():
     class Reuse(nn.Module):
         def __init__(self):

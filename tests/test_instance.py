@@ -109,3 +109,42 @@ def test_real_dsb_split():
     train, val = pw.open_dataset(f"dsb:{root}", "train"), pw.open_dataset(f"dsb:{root}", "val")
     assert (len(train), len(val)) == (39, 13)
     assert not {r.name for r in train.records} & {r.name for r in val.records}
+
+
+def test_instance_task_reads_panoptic_and_semantic_models(tmp_path, capsys):
+    """The instance task through the one path: a panoptic model's thing segments, a semantic model's
+    components; scored by mask AP, written as COCO results; refused where it cannot train."""
+    import json
+
+    import torch
+
+    import pixelwise as pw
+    from conftest import run_cli
+    from pixelwise.config import load_config
+    from pixelwise.errors import ConfigError
+
+    torch.manual_seed(0)
+    classes = ["sky", "grass", "road", "disk", "box", "triangle"]
+    pan = pw.create_model("panoptic_deeplab", 6, encoder="resnet18", aspp_channels=16, decoder_channels=16,
+                          instance_decoder_channels=16, head_channels=8, stuff_area=16)
+    pan_dir = pw.save_model(pan, tmp_path / "pan", classes=classes, extra={"task": "panoptic", "things": [3, 4, 5]})
+    sem = pw.create_model("unet", 6, base_channels=4, depth=2)
+    sem_dir = pw.save_model(sem, tmp_path / "sem", classes=classes)
+    val = pw.open_dataset("synthetic:4", "val", count=2, size=64)
+    for directory in (pan_dir, sem_dir):  # the semantic model has no thing classes saved: the dataset's are used
+        scores = pw.evaluate(directory, val, device="cpu", task="instance")
+        assert {"ap", "ap50", "ap75", "dsb_score", "aji", "mask_ap"} <= set(scores)
+    predictor = pw.Predictor.from_dir(pan_dir, device="cpu", precision="fp32", task="instance")
+    pred = predictor.predict(val[0].image)
+    labels, class_ids, scores = pred.instances
+    assert labels.shape == (64, 64) and set(class_ids.tolist()) <= {3, 4, 5} and len(scores) == len(class_ids)
+    Image.fromarray(val[0].image).save(tmp_path / "a.png")
+    code, out, err = run_cli(["predict", str(pan_dir), str(tmp_path / "a.png"), "--task", "instance", "--out",
+                              str(tmp_path / "o"), "--precision", "fp32", "--overlay", "--workers", "0"], capsys)
+    assert code == 0 and "instance predictions" in out, err
+    results = json.loads((tmp_path / "o" / "instances.json").read_text())
+    assert len(results) == len(class_ids) and all(r["image_id"] == 1 for r in results)
+    assert (tmp_path / "o" / "a_overlay.png").is_file()
+    cfg = load_config(None, ["task.name=instance", "model.name=panoptic_deeplab"])
+    with pytest.raises(ConfigError, match="train a panoptic model"):
+        pw.train(cfg, tmp_path / "run", progress=False)

@@ -179,6 +179,30 @@ def test_training_transform_moves_every_class_mask_together():
         assert abs((t[c][valid] == 1).mean() - (given[c][given[c] != IGNORE_INDEX] == 1).mean()) < 0.1
 
 
+def test_semantic_samples_take_the_one_map_path_with_the_same_result():
+    """A sample labelled by a semantic map alone is transformed as one map and its masks made from the crop;
+    that must equal moving the stacked masks (the same random draws), void padding and unions included."""
+    import dataclasses
+    import random
+
+    from pixelwise.config import DataConfig
+    from pixelwise.tasks.multilabel.targets import MultiLabelTransform, class_masks
+
+    rng = np.random.default_rng(5)
+    semantic = rng.choice(np.array([0, 1, 2, 255]), (30, 26), p=[0.4, 0.3, 0.2, 0.1]).astype(np.int64)
+    sample = Sample(image=rgb(30, 26), semantic=semantic, meta={"name": "s"})
+    stacked = dataclasses.replace(sample, semantic=None, class_masks=class_masks(sample, 3, []))
+    cfg = DataConfig(crop_size=40, scale_range=(0.7, 1.3), rotate=20.0, hflip=True, color_jitter=0.0)
+    transform = MultiLabelTransform(cfg, 3, [[0, 1]])
+    for seed in range(3):
+        random.seed(seed), torch.manual_seed(seed)
+        image_a, one_map = transform(sample)
+        random.seed(seed), torch.manual_seed(seed)
+        image_b, moved = transform(stacked)
+        assert torch.equal(image_a, image_b) and torch.equal(one_map, moved)
+        assert (one_map == IGNORE_INDEX).any()  # the padding is void in both
+
+
 # ---- 3. the folder multi-label layout ---------------------------------------------------------------------
 
 def make_multilabel_folder(root, classes_txt=None):

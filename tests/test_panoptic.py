@@ -54,6 +54,47 @@ def test_centers_nms_topk_grouping_and_merge():
     assert sorted(torch.unique(ids).tolist()) == [0, 1, 2, 3]
 
 
+def _merge_by_loops(semantic, instance, things, stuff_area, min_thing_area, divisor=1000):
+    """The fusion written the plain way, one mask per instance and per class: the reference."""
+    pan = torch.full_like(semantic, -1)
+    is_thing = torch.isin(semantic, torch.tensor(things))
+    counters = {}
+    for k in torch.unique(instance).tolist():
+        m = (instance == k) & is_thing
+        if k == 0 or int(m.sum()) < max(1, min_thing_area):
+            continue
+        classes, counts = torch.unique(semantic[m], return_counts=True)
+        cls = int(classes[counts == counts.max()].min())
+        counters[cls] = counters.get(cls, 0) + 1
+        pan[m] = cls * divisor + counters[cls]
+    for cls in torch.unique(semantic).tolist():
+        m = (semantic == cls) & (instance == 0)
+        if cls not in things and int(m.sum()) >= stuff_area:
+            pan[m] = cls * divisor
+    return pan
+
+
+def test_vectorised_fusion_and_segments_equal_the_per_mask_loops():
+    g = torch.Generator().manual_seed(0)
+    things = [3, 4, 5]
+    for _ in range(20):
+        semantic = torch.randint(0, 6, (30, 40), generator=g)
+        instance = torch.randint(0, 9, (30, 40), generator=g) * torch.isin(semantic, torch.tensor(things))
+        stuff_area, min_area = int(torch.randint(0, 150, (1,), generator=g)), int(torch.randint(1, 15, (1,), generator=g))
+        pan = merge_semantic_and_instance(semantic, instance, things, stuff_area=stuff_area, min_thing_area=min_area)
+        assert torch.equal(pan, _merge_by_loops(semantic, instance, things, stuff_area, min_area))
+        probs, center = torch.rand(6, 30, 40, generator=g).softmax(0), torch.rand(1, 30, 40, generator=g)
+        ids, segments = panoptic_segments(pan, things, probs, center)
+        values = [v for v in torch.unique(pan).tolist() if v >= 0]
+        assert [s["id"] for s in segments] == list(range(1, len(values) + 1))
+        for seg, value in zip(segments, values):
+            mask = pan == value
+            assert torch.equal(ids == seg["id"], mask) and seg["area"] == int(mask.sum())
+            expected = (float(probs[value // 1000][mask].mean()) * float(center[0][mask].max())
+                        if value // 1000 in things else 1.0)
+            assert seg["score"] == pytest.approx(expected, rel=1e-5)
+
+
 def test_pq_by_hand():
     gt = np.array([[1, 1, 1, 1], [1, 1, 2, 2], [3, 3, 2, 2], [3, 3, 0, 0]])
     gt_segs = [{"id": 1, "category_id": 0}, {"id": 2, "category_id": 1}, {"id": 3, "category_id": 1}]

@@ -91,7 +91,10 @@ def _to_tv(sample: Sample):
     image = tv_tensors.Image(torch.from_numpy(pixels).permute(2, 0, 1))
     if sample.semantic is None:
         raise DataError(f"{sample.meta.get('path', sample.name)}: sample has no semantic labels")
-    target = tv_tensors.Mask(torch.from_numpy(np.asarray(sample.semantic, dtype=np.int64)))
+    labels = np.asarray(sample.semantic)
+    if labels.dtype != np.uint8:  # uint8 label stacks (0..254, 255 = void) stay small through the preset
+        labels = labels.astype(np.int64)
+    target = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(labels)))
     return image, target
 
 

@@ -98,16 +98,18 @@ class MaskAP:
         image_id = len(self.images) + 1
         h, w = gt_labels.shape
         self.images.append({"id": image_id, "height": h, "width": w})
+        gt_masks = rle.encode_each(gt_labels, range(1, len(gt_classes) + 1))
         for k, cls in enumerate(gt_classes):
             self.gts.append({"image_id": image_id, "category_id": int(cls), "iscrowd": 0,
-                             "segmentation": rle.encode(gt_labels == k + 1)})
+                             "segmentation": gt_masks[k + 1]})
         if gt_crowd is not None and gt_crowd.any():
             for cls in self.class_ids:
                 self.gts.append({"image_id": image_id, "category_id": cls, "iscrowd": 1,
                                  "segmentation": rle.encode(gt_crowd)})
+        pred_masks = rle.encode_each(pred_labels, range(1, len(pred_classes) + 1))
         for k, (cls, s) in enumerate(zip(pred_classes, scores)):
             self.dts.append({"image_id": image_id, "category_id": int(cls), "score": float(s),
-                             "segmentation": rle.encode(pred_labels == k + 1)})
+                             "segmentation": pred_masks[k + 1]})
 
     def all_reduce(self, reducer: Reducer = LOCAL) -> None:
         """Gather every process's images (renumbered) so that each holds them all."""

@@ -204,9 +204,9 @@ def open_coco_instance(root: Path, split: str, images: str | None = None) -> Seg
 def instance_results(image_id, labels: np.ndarray, class_ids, scores, category_ids: list[int]) -> list[dict]:
     """COCO instance results of one image from a label map (H, W) (label k = instance k-1) with class
     indices mapped to COCO ids by `category_ids[class]`."""
-    return [{"image_id": image_id, "category_id": int(category_ids[int(c)]),
-             "segmentation": rle.encode(labels == k + 1), "score": float(s)}
-            for k, (c, s) in enumerate(zip(class_ids, scores))]
+    masks = rle.encode_each(labels, range(1, len(class_ids) + 1))
+    return [{"image_id": image_id, "category_id": int(category_ids[int(c)]), "segmentation": masks[k + 1],
+             "score": float(s)} for k, (c, s) in enumerate(zip(class_ids, scores))]
 
 
 def write_coco_instances(path, results: list[dict]) -> Path:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from pixelwise.errors import ConfigError, DataError
-from pixelwise.rle import encode
+from pixelwise.rle import encode_each
 from pixelwise.tasks.base import Prediction, TaskBase, Training, prediction_files
 from pixelwise.tasks.instance.metric import InstanceMetric
 from pixelwise.tasks.instance.writer import InstanceWriter
@@ -81,9 +81,11 @@ class InstanceTask(TaskBase):
         counts = np.bincount(class_ids, minlength=self.num_classes)
         for row in table:
             row["instances"] = int(counts[row["id"]])
+        masks = encode_each(labels, range(1, len(class_ids) + 1))
+        areas = np.bincount(labels.ravel(), minlength=len(class_ids) + 1)
         return {"classes": table,
                 "segments": [{"id": k + 1, "class": int(c), "name": self.classes[int(c)], "isthing": True,
-                              "area": int((labels == k + 1).sum()), "score": float(s), "rle": encode(labels == k + 1)}
+                              "area": int(areas[k + 1]), "score": float(s), "rle": masks[k + 1]}
                              for k, (c, s) in enumerate(zip(class_ids, scores))]}
 
     def summary(self, scores: dict) -> str:

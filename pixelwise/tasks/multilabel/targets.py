@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -18,8 +20,10 @@ from pixelwise.data.transforms import build_transform
 from pixelwise.errors import DataError
 
 
-def class_masks(sample: Sample, num_source: int, unions: list[list[int]]) -> np.ndarray:
-    """uint8 (num_source + len(unions), H, W) masks of a Sample (see the module docstring)."""
+def class_masks(sample: Sample, num_source: int, unions: list[list[int]],
+                shape: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 (num_source + len(unions), H, W) masks of a Sample (see the module docstring); `shape`: the
+    (H, W) of the labels when it is not the image's."""
     where = sample.meta.get("path", sample.name or "sample")
     if sample.class_masks is not None:
         masks = np.asarray(sample.class_masks, np.uint8)
@@ -28,7 +32,7 @@ def class_masks(sample: Sample, num_source: int, unions: list[list[int]]) -> np.
     else:
         if sample.semantic is None and sample.instances is None:
             raise DataError(f"{where}: has no labels (semantic map, instances or class masks)")
-        h, w = sample.image.shape[:2]
+        h, w = shape or sample.image.shape[:2]
         present = np.zeros((num_source, h, w), bool)
         semantic = None if sample.semantic is None else np.asarray(sample.semantic)
         if semantic is not None:
@@ -53,15 +57,24 @@ def class_masks(sample: Sample, num_source: int, unions: list[list[int]]) -> np.
 
 
 class MultiLabelTransform:
-    """The training preset: Sample -> (image float32 (3, H, W), masks int64 (C, H, W) 0/1, 255 = void); the
-    masks go through the semantic preset as one stacked label map, so every geometric op moves them
-    together and padding is void."""
+    """The training preset: Sample -> (image float32 (3, H, W), masks int64 (C, H, W) 0/1, 255 = void).
+
+    A sample labelled by a semantic map alone goes through the semantic preset as it is and its masks are
+    made from the crop (one-hot and unions are pointwise, so they commute with every geometric op, nearest
+    resampling and void padding included): the preset moves one map, not C of them. Otherwise the masks
+    go through it stacked as one uint8 label map, so every geometric op moves them together and padding is
+    void."""
 
     def __init__(self, data_cfg, num_source: int, unions: list[list[int]]):
         self.base = build_transform(data_cfg, train=True)
         self.num_source, self.unions = num_source, unions
 
     def __call__(self, sample: Sample):
-        masks = class_masks(sample, self.num_source, self.unions).astype(np.int64)
-        image, target = self.base(Sample(sample.image, masks, None, sample.meta))
-        return image, torch.as_tensor(target)
+        if sample.class_masks is None and sample.instances is None and sample.semantic is not None:
+            image, semantic = self.base(sample)
+            crop = dataclasses.replace(sample, semantic=semantic.numpy())
+            masks = class_masks(crop, self.num_source, self.unions, shape=tuple(semantic.shape))
+        else:
+            masks = class_masks(sample, self.num_source, self.unions)
+            image, masks = self.base(Sample(sample.image, masks, None, sample.meta))
+        return image, torch.as_tensor(masks).long()

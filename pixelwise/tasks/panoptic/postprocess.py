@@ -69,31 +69,36 @@ def merge_semantic_and_instance(semantic: torch.Tensor, instance: torch.Tensor, 
     """Fuse a semantic map and class-agnostic instances into a panoptic map.
 
     semantic: long (H, W) class ids; instance: long (H, W), 0 = none. Each instance takes the majority
-    class of its thing pixels (pixels of stuff classes are left to stuff); instances smaller than
-    `min_thing_area` and stuff regions smaller than `stuff_area` become void. Returns long (H, W).
+    class of its thing pixels (ties: the lower class id; pixels of stuff classes are left to stuff) and is
+    numbered 1, 2, ... within its class in instance order; instances smaller than `min_thing_area` and
+    stuff regions smaller than `stuff_area` become void. Returns long (H, W).
+
+    Counted with one bincount over (instance, class) pairs, not one pass over the image per instance (a
+    4000 x 3000 image with 1000 instances took 73 s that way).
     """
-    things = {int(t) for t in things}
+    things_t = torch.tensor(sorted({int(t) for t in things}), device=semantic.device, dtype=semantic.dtype)
+    is_thing = torch.isin(semantic, things_t)
     pan = torch.full_like(semantic, VOID)
-    is_thing = torch.zeros_like(semantic, dtype=torch.bool)
-    for t in things:
-        is_thing |= semantic == t
-    counters: dict[int, int] = {}
-    for k in torch.unique(instance).tolist():
-        if k == 0:
-            continue
-        m = (instance == k) & is_thing
-        if int(m.sum()) < max(1, min_thing_area):
-            continue
-        cls = int(torch.mode(semantic[m]).values)
-        counters[cls] = counters.get(cls, 0) + 1
-        pan[m] = cls * label_divisor + counters[cls]
-    for cls in torch.unique(semantic).tolist():
-        if cls in things:
-            continue
-        m = (semantic == cls) & (instance == 0)
-        if int(m.sum()) >= stuff_area:
-            pan[m] = cls * label_divisor
-    return pan
+    n_cls = int(semantic.max()) + 1 if semantic.numel() else 1
+    n_inst = int(instance.max()) if instance.numel() else 0
+    grouped = (instance > 0) & is_thing
+    if n_inst > 0 and grouped.any():
+        key = instance[grouped] * n_cls + semantic[grouped]
+        counts = torch.bincount(key, minlength=(n_inst + 1) * n_cls).view(n_inst + 1, n_cls)
+        area, cls = counts.sum(1), counts.argmax(1)
+        keep = area >= max(1, min_thing_area)
+        keep[0] = False
+        number = torch.zeros(n_inst + 1, dtype=torch.long, device=semantic.device)
+        for c in torch.unique(cls[keep]).tolist():
+            members = torch.nonzero(keep & (cls == c)).squeeze(1)
+            number[members] = torch.arange(1, len(members) + 1, device=semantic.device)
+        lut = torch.where(keep, cls * label_divisor + number, torch.full_like(cls, VOID))
+        pan = torch.where(grouped, lut[instance], pan)
+    stuff = ~is_thing & (instance == 0)
+    area = torch.bincount(semantic[stuff], minlength=n_cls)
+    lut = torch.where(area >= stuff_area, torch.arange(n_cls, device=semantic.device) * label_divisor,
+                      torch.full_like(area, VOID))
+    return torch.where(stuff, lut[semantic], pan)
 
 
 def panoptic_segmentation(semantic_logits: torch.Tensor, center: torch.Tensor, offset: torch.Tensor,
@@ -117,26 +122,32 @@ def panoptic_segments(pan: torch.Tensor, things: Iterable[int], probs: torch.Ten
                       center: torch.Tensor | None = None, label_divisor: int = LABEL_DIVISOR):
     """Panoptic map (H, W) -> (ids int32 (H, W) with 0 = void and 1..S per segment, segments).
 
-    segments: [{"id", "category_id" (class index), "isthing", "iscrowd": 0, "area", "score"}]. The score of
-    a thing is the mean probability of its class over its pixels (probs (C, H, W) softmax, when given)
-    times the peak of the center heatmap inside it (center (1, H, W), when given), as detectron2 scores
-    Panoptic-DeepLab instances; 1.0 for stuff or without the maps.
+    segments: [{"id", "category_id" (class index), "isthing", "iscrowd": 0, "area", "score"}], in the order
+    of their panoptic values. The score of a thing is the mean probability of its class over its pixels
+    (probs (C, H, W) softmax, when given) times the peak of the center heatmap inside it (center (1, H, W),
+    when given), as detectron2 scores Panoptic-DeepLab instances; 1.0 for stuff or without the maps.
+    Every per-segment sum is one scatter over the image, not one pass per segment.
     """
     things = {int(t) for t in things}
-    ids = torch.zeros(pan.shape, dtype=torch.int32, device=pan.device)
+    values, inverse, areas = torch.unique(pan, return_inverse=True, return_counts=True)
+    valid = values >= 0
+    number = torch.cumsum(valid.long(), 0) * valid  # 1..S for segments, 0 for void
+    ids = number[inverse].to(torch.int32)
+    cls = torch.where(valid, values // label_divisor, torch.zeros_like(values))
+    n = len(values)
+    score = torch.ones(n, dtype=torch.float64, device=pan.device)
+    flat = inverse.reshape(-1)
+    if probs is not None:
+        p = probs.reshape(probs.shape[0], -1).gather(0, cls[flat][None].clamp(max=probs.shape[0] - 1))[0]
+        score = torch.zeros(n, dtype=torch.float64, device=pan.device).index_add_(0, flat, p.double()) / areas
+    if center is not None:
+        peak = torch.zeros(n, dtype=center.dtype, device=pan.device).scatter_reduce_(
+            0, flat, center.reshape(-1), reduce="amax", include_self=False)
+        score = score * peak.clamp(0, 1).double()
     segments = []
-    values, areas = torch.unique(pan, return_counts=True)
-    for value, area in zip(values.tolist(), areas.tolist()):
-        if value < 0:
-            continue
-        cls = value // label_divisor
-        mask = pan == value
-        score = 1.0
-        if cls in things and probs is not None:
-            score = float(probs[cls][mask].mean())
-        if cls in things and center is not None:
-            score *= float(center.reshape(pan.shape)[mask].max().clamp(0, 1))
-        segments.append({"id": len(segments) + 1, "category_id": cls, "isthing": cls in things, "iscrowd": 0,
-                         "area": int(area), "score": score})
-        ids[mask] = segments[-1]["id"]
+    for k in torch.nonzero(valid).squeeze(1).tolist():
+        c = int(cls[k])
+        isthing = c in things
+        segments.append({"id": len(segments) + 1, "category_id": c, "isthing": isthing, "iscrowd": 0,
+                         "area": int(areas[k]), "score": float(score[k]) if isthing else 1.0})
     return ids, segments

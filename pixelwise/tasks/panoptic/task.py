@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pixelwise.errors import ConfigError, DataError
-from pixelwise.rle import encode
+from pixelwise.rle import encode_each
 from pixelwise.tasks.base import Prediction, TaskBase, Training, prediction_files
 from pixelwise.tasks.panoptic.decode import panoptic_decode, thing_labels
 from pixelwise.tasks.panoptic.loss import PanopticLoss
@@ -141,10 +141,11 @@ class PanopticTask(TaskBase):
         counts = np.bincount([s["category_id"] for s in segments if s.get("isthing")], minlength=self.num_classes)
         for row in table:
             row["instances"] = int(counts[row["id"]]) if row["id"] in self.things else None
+        masks = encode_each(ids, [s["id"] for s in segments])
         body = {"classes": table,
                 "segments": [{"id": int(s["id"]), "class": int(s["category_id"]), "name": self.classes[s["category_id"]],
                               "isthing": bool(s.get("isthing")), "area": int(s["area"]),
-                              "score": float(s.get("score", 1.0)), "rle": encode(ids == s["id"])} for s in segments]}
+                              "score": float(s.get("score", 1.0)), "rle": masks[s["id"]]} for s in segments]}
         if fmt == "png":
             body["mask"] = {"format": "png", "encoding": "index", "data": b64(index_png_bytes(classes, self.palette))}
             body["segment_map"] = {"format": "png", "encoding": "index", "data": b64(index_png_bytes(ids))}
