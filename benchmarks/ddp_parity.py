@@ -29,6 +29,7 @@ def main() -> None:
     from pixelwise.hardware import describe_cpu
 
     common = ["train", "configs/synthetic/unet.yaml", f"train.epochs={args.epochs}", "train.val_every=100",
+              "train.time_limit_min=null",  # fixed epochs: a time budget would cut the two runs differently
               "--no-report"]
     runs = {
         "1 process": [sys.executable, "-m", "pixelwise", *common, "--out", f"{args.out}/one"],
