@@ -1,7 +1,7 @@
 """An 8000 x 8000 RGB image through DeepLabV3+ with sliding-window inference: wall time and peak RSS.
 
     python benchmarks/large_image.py                         # resnet18 encoder, tile 1024, overlap 0.25
-    python benchmarks/large_image.py --encoder resnet50 --size 8000 --out /tmp/labels.npy
+    python benchmarks/large_image.py --encoder resnet50 --size 8000 --out runs/labels.npy
 
 The prediction runs in a child process so its peak RSS (VmHWM, the whole process: interpreter, torch,
 the model, the 192 MB uint8 image, the tile batch and the one-row-of-tiles logit band, the uint8 label

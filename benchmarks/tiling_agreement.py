@@ -1,6 +1,6 @@
 """Does tiled inference agree with one pass? On a trained model and a real validation split.
 
-    python benchmarks/tiling_agreement.py runs/camvid_unet/best --data camvid:/work/shared/data/camvid
+    python benchmarks/tiling_agreement.py runs/camvid_unet/best --data camvid:../shared/data/camvid
     python benchmarks/tiling_agreement.py MODEL_DIR --data camvid:ROOT --tile 256 --overlap 0.5 --blend linear
 
 For every image of the split: the label map of one pass over the whole image and of sliding-window
@@ -23,7 +23,7 @@ import numpy as np
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model_dir")
-    parser.add_argument("--data", required=True, help="FORMAT:ROOT, e.g. camvid:/work/shared/data/camvid")
+    parser.add_argument("--data", required=True, help="FORMAT:ROOT, e.g. camvid:../shared/data/camvid")
     parser.add_argument("--split", default="val")
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--overlap", type=float, default=0.5)

@@ -238,7 +238,7 @@ def swap_dilated_convs(model: nn.Module, min_dilation: int = 6, min_channels: in
 def swap_by_default(device: torch.device, dtype: torch.dtype) -> bool:
     """Where DilatedConvMatmul pays. On a Xeon with AMX, oneDNN's bf16 convolution slowed down 3-7x as
     the dilation grew (rates 12-36 on a 64x64 map) while a matrix product did not
-    (/work/shared/notes/cpu-fast-path.md); on an AMD EPYC with AVX-512 BF16 and no AMX both ran at the
+    (../shared/notes/cpu-fast-path.md); on an AMD EPYC with AVX-512 BF16 and no AMX both ran at the
     same speed (benchmarks/inference_cpu.py --swap-dilated), so the swap is kept for bf16 on AMX only."""
     from pixelwise.hardware import cpu_flags
 
