@@ -219,7 +219,8 @@ def _page(url: str):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         try:
-            # bypass_csp: see test_page_upload_overlay_legend_slider
+            # bypass_csp: Playwright's own polling of wait_for_function evaluates strings, which the page's
+            # Content-Security-Policy (script-src 'self') forbids when a poll goes past the first check
             page = browser.new_page(viewport={"width": 1100, "height": 720}, bypass_csp=True)
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -250,8 +251,6 @@ def _shot(page, artifacts: Path, name: str, docs: Path | None = None) -> None:
 
 
 def test_page_upload_overlay_legend_slider(served, artifacts, tmp_path):
-    from playwright.sync_api import sync_playwright
-
     from pixelwise.data.synthetic import make_scene
 
     url, predictor = served
@@ -266,67 +265,54 @@ def test_page_upload_overlay_legend_slider(served, artifacts, tmp_path):
         Image.fromarray(image).save(path)
     expected = np.bincount(predictor.predict(image).semantic.ravel(), minlength=len(predictor.classes))
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        try:
-            # bypass_csp: Playwright's own polling of wait_for_function evaluates strings, which the page's
-            # Content-Security-Policy (script-src 'self') forbids when a poll goes past the first check
-            page = browser.new_page(viewport={"width": 1100, "height": 720}, bypass_csp=True)
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-            page.goto(url + "/")
-            page.wait_for_function("document.getElementById('model-info').textContent.startsWith('model ')")
+    with _page(url) as (page, errors):
+        page.set_input_files("#file", str(path))
+        page.wait_for_selector("body[data-state='done']", timeout=30_000)
+        assert page.is_visible("#view")
+        size = page.evaluate("[document.getElementById('view').width, document.getElementById('view').height]")
+        assert size == [image.shape[1], image.shape[0]]
 
-            page.set_input_files("#file", str(path))
-            page.wait_for_selector("body[data-state='done']", timeout=30_000)
-            assert page.is_visible("#view")
-            size = page.evaluate("[document.getElementById('view').width, document.getElementById('view').height]")
-            assert size == [image.shape[1], image.shape[0]]
+        names = page.locator("#legend tbody .name").all_inner_texts()
+        assert sorted(names) == sorted(predictor.classes)
+        shares = page.locator("#legend tbody td.num").all_inner_texts()
+        assert sum(float(s.rstrip("%")) for s in shares if s.endswith("%")) == pytest.approx(100, abs=1.0)
+        # the page's own PNG decoder recovers the server's class ids exactly
+        counts = page.evaluate("""() => { const c = new Array(view.classes.length).fill(0);
+            for (const v of view.labels) c[v]++; return c; }""")
+        assert counts == expected.tolist()
+        assert "ms on the server" in page.inner_text("#timing")
+        assert "task semantic" in page.inner_text("#model-info") and page.inner_text("#legend-num") == "share"
+        assert not page.is_visible("#dl-segments")  # a semantic answer has no segment map
+        assert not page.is_visible("#summary")
 
-            names = page.locator("#legend tbody .name").all_inner_texts()
-            assert sorted(names) == sorted(predictor.classes)
-            shares = page.locator("#legend tbody td.num").all_inner_texts()
-            assert sum(float(s.rstrip("%")) for s in shares if s.endswith("%")) == pytest.approx(100, abs=1.0)
-            # the page's own PNG decoder recovers the server's class ids exactly
-            counts = page.evaluate("""() => { const c = new Array(view.classes.length).fill(0);
-                for (const v of view.labels) c[v]++; return c; }""")
-            assert counts == expected.tolist()
-            assert "ms on the server" in page.inner_text("#timing")
-            assert "task semantic" in page.inner_text("#model-info") and page.inner_text("#legend-num") == "share"
-            assert not page.is_visible("#dl-segments")  # a semantic answer has no segment map
-            assert not page.is_visible("#summary")
+        # drag the opacity slider near its left end: the label and the picture change
+        before = _canvas_pixels(page)
+        box = page.locator("#opacity").bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.1, box["y"] + box["height"] / 2)
+        assert int(page.inner_text("#opacity-value").rstrip("%")) < 25
+        assert _canvas_pixels(page) != before
+        # hide every class: the picture is the bare image; show them again
+        page.click("#all-off")
+        assert page.locator("#legend tbody input:checked").count() == 0
+        page.click("#all-on")
+        page.fill("#opacity", "60")
+        assert page.inner_text("#opacity-value") == "60%"
+        assert page.get_attribute("#dl-mask", "href").startswith("data:image/png;base64,")
 
-            # drag the opacity slider near its left end: the label and the picture change
-            before = _canvas_pixels(page)
-            box = page.locator("#opacity").bounding_box()
-            page.mouse.click(box["x"] + box["width"] * 0.1, box["y"] + box["height"] / 2)
-            assert int(page.inner_text("#opacity-value").rstrip("%")) < 25
-            assert _canvas_pixels(page) != before
-            # hide every class: the picture is the bare image; show them again
-            page.click("#all-off")
-            assert page.locator("#legend tbody input:checked").count() == 0
-            page.click("#all-on")
-            page.fill("#opacity", "60")
-            assert page.inner_text("#opacity-value") == "60%"
-            assert page.get_attribute("#dl-mask", "href").startswith("data:image/png;base64,")
+        shot = artifacts / "serve_page.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
+        if os.environ.get("PIXELWISE_UPDATE_DOCS") == "1":
+            DOCS_SHOT.parent.mkdir(exist_ok=True)
+            shutil.copyfile(shot, DOCS_SHOT)
 
-            shot = artifacts / "serve_page.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 10_000
-            if os.environ.get("PIXELWISE_UPDATE_DOCS") == "1":
-                DOCS_SHOT.parent.mkdir(exist_ok=True)
-                shutil.copyfile(shot, DOCS_SHOT)
-
-            # a bad upload shows the server's error and leaves the page usable
-            bad = tmp_path / "notes.png"
-            bad.write_text("not an image at all")
-            page.set_input_files("#file", str(bad))
-            page.wait_for_selector("body[data-state='error']", timeout=30_000)
-            assert "not an image" in page.inner_text("#status")
-            assert not [e for e in errors if "400" not in e], errors  # the 400 itself is logged by Chromium
-        finally:
-            browser.close()
+        # a bad upload shows the server's error and leaves the page usable
+        bad = tmp_path / "notes.png"
+        bad.write_text("not an image at all")
+        page.set_input_files("#file", str(bad))
+        page.wait_for_selector("body[data-state='error']", timeout=30_000)
+        assert "not an image" in page.inner_text("#status")
+        assert not [e for e in errors if "400" not in e], errors  # the 400 itself is logged by Chromium
 
 
 # --- panoptic: the class fill from "mask", instance outlines from "segment_map", counts in the legend

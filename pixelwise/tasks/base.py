@@ -125,6 +125,7 @@ class Task(Protocol):
     formats         output formats of `pixelwise predict` (the first is the default)
     pointwise       decoding a row band gives that band of the whole decoding (lets tiled images stream)
     trainable       whether `training` exists (the instance task evaluates panoptic or semantic models)
+    needs_things    the label set must name thing classes (countable objects)
     """
 
     name: ClassVar[str]
@@ -137,6 +138,7 @@ class Task(Protocol):
     formats: ClassVar[tuple[str, ...]]
     pointwise: ClassVar[bool]
     trainable: ClassVar[bool]
+    needs_things: ClassVar[bool]
     classes: list[str]
     palette: list[tuple[int, int, int]]
     things: list[int]
@@ -214,6 +216,7 @@ class TaskBase:
     pointwise: ClassVar[bool] = False
     trainable: ClassVar[bool] = True
     higher_is_better: ClassVar[bool] = True
+    needs_things: ClassVar[bool] = False  # countable classes are what the task is about (panoptic, instance)
 
     def __init__(self, classes: Sequence[str], palette=None, things: Sequence[int] = (), options: dict | None = None):
         self.classes = list(classes)
@@ -222,6 +225,10 @@ class TaskBase:
         palette = [tuple(int(c) for c in color) for color in (palette or [])]
         self.palette = palette + default_palette(len(self.classes))[len(palette):]
         self.things = sorted({int(t) for t in things})
+        if self.needs_things and not self.things:
+            from pixelwise.errors import DataError
+
+            raise DataError(f"the {self.name} task needs thing classes (countable objects); this label set has none")
         self.options = build_options(self.Options, options, "task.options")
 
     @property

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixelwise.errors import ConfigError, DataError
+from pixelwise.errors import ConfigError
 from pixelwise.rle import encode_each
 from pixelwise.tasks.base import Prediction, TaskBase, Training, prediction_files
 from pixelwise.tasks.instance.metric import InstanceMetric
@@ -39,11 +39,7 @@ class InstanceTask(TaskBase):
     formats = ("coco",)
     trainable = False
     Options = PanopticOptions
-
-    def __init__(self, classes, palette=None, things=(), options=None):
-        super().__init__(classes, palette, things, options)
-        if not self.things:
-            raise DataError(f"the {self.name} task needs thing classes (countable objects); this label set has none")
+    needs_things = True
 
     def training(self, data_cfg, train_cfg, model) -> Training:
         raise ConfigError("config key 'task.name': the instance task is not trained on its own; train a panoptic "
