@@ -146,19 +146,72 @@ def test_panoptic_quality_hand_computed():
     assert q["sq"] == pytest.approx(0.6) and q["rq"] == pytest.approx(1 / 2.5) and q["pq"] == pytest.approx(0.24)
 
 
-def test_run_classic_writes_labels_and_overlays(tmp_path):
+def test_run_classic_writes_labels_and_overlays(tmp_path, monkeypatch):
     image, _ = blobs()
     Image.fromarray(image).save(tmp_path / "a.png")
     (tmp_path / "bad.png").write_text("not an image")
-    written = run_classic("otsu", [str(tmp_path / "a.png")], tmp_path / "out", overlay=True, params={})
-    assert [p.name for p in written] == ["a.png", "a_overlay.png"]
-    np.testing.assert_array_equal(read_mask(written[0]), classical.segment(image, "otsu"))
+    result = run_classic("otsu", [str(tmp_path / "a.png")], tmp_path / "out", overlay=True, params={})
+    assert [p.name for p in result.written] == ["a.png", "a_overlay.png"] and not result.failed
+    np.testing.assert_array_equal(read_mask(result.written[0]), classical.segment(image, "otsu"))
     many = run_classic("felzenszwalb", [str(tmp_path / "a.png")], tmp_path / "many", False, {"scale": 1, "min_size": 1})
-    assert read_mask(many[0]).max() == classical.segment(image, "felzenszwalb", scale=1, min_size=1).max()
-    with pytest.raises(DataError, match="bad.png"):
-        run_classic("otsu", [str(tmp_path / "bad.png")], tmp_path / "out", False, {})
+    assert read_mask(many.written[0]).max() == classical.segment(image, "felzenszwalb", scale=1, min_size=1).max()
+    logged = []
+    bad = run_classic("otsu", [str(tmp_path / "bad.png"), str(tmp_path / "a.png")], tmp_path / "out2", False, {},
+                      log=logged.append)
+    assert [p.name for p in bad.written] == ["a.png"] and [p.name for p in bad.images] == ["a.png"]
+    assert len(bad.failed) == 1 and "bad.png" in bad.failed[0] and "\n" not in bad.failed[0]
+    assert logged == [f"skipped: {bad.failed[0]}"]
+    import pixelwise.classical.cli as classic_cli
+
+    def bomb(path):  # PIL's own refusal, whether or not read_image turns it into a DataError
+        raise Image.DecompressionBombError("Image size (10000000000 pixels) exceeds limit of 178956970 pixels")
+
+    monkeypatch.setattr(classic_cli, "read_image", bomb)
+    refused = run_classic("otsu", [str(tmp_path / "a.png")], tmp_path / "out3", False, {})
+    assert refused.written == [] and len(refused.failed) == 1
+    assert refused.failed[0].startswith(f"{tmp_path / 'a.png'}: refused, possible decompression bomb")
+    monkeypatch.undo()
+    with pytest.raises(DataError, match="missing.png: file not found"):  # a mistyped name: refused before work
+        run_classic("otsu", [str(tmp_path / "missing.png")], tmp_path / "out", False, {})
     with pytest.raises(ConfigError, match="unknown parameter"):
         run_classic("otsu", [str(tmp_path / "a.png")], tmp_path / "out", False, {"k": 2})
+
+
+def _png_with_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height but whose data is a few bytes (a decompression bomb's shape;
+    as tests/test_serve.py)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+def test_classic_cli_skips_unreadable_files_and_exits_1(tmp_path, capsys):
+    from conftest import run_cli
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for seed, name in enumerate(("a.png", "c.png")):
+        Image.fromarray(blobs(seed=seed)[0]).save(folder / name)
+    good = (folder / "a.png").read_bytes()
+    (folder / "b_truncated.png").write_bytes(good[: len(good) // 2])
+    (folder / "d_bomb.png").write_bytes(_png_with_header(100_000, 100_000))
+    code, out, err = run_cli(["classic", "otsu", str(folder), "--out", str(tmp_path / "out")], capsys)
+    assert code == 1, (out, err)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
+    skipped = [line for line in err.splitlines() if line.startswith("skipped: ")]
+    assert len(skipped) == 2, err
+    assert "b_truncated.png" in skipped[0] and "d_bomb.png" in skipped[1]
+    assert "Traceback" not in err + out and len(err.strip().splitlines()) == 2, err
+    assert "wrote 2 files for 2 images" in out and "2 failed" in out
+    np.testing.assert_array_equal(read_mask(tmp_path / "out" / "c.png"), classical.segment(blobs(seed=1)[0], "otsu"))
+    code, out, err = run_cli(["classic", "otsu", str(folder / "a.png"), "--out", str(tmp_path / "out2")], capsys)
+    assert code == 0 and "wrote 1 files for 1 images" in out and "failed" not in out and not err
 
 
 def test_evaluate_classic_semantic_and_instances():
@@ -191,3 +244,81 @@ def test_real_images_smoke():
     truth = np.asarray(Image.open(isbi / "label" / "0.png")) == 0  # membrane = 0
     membrane = classical.to_semantic(classical.segment(image, "otsu", sigma=1.0), image, "dark")
     assert (membrane == truth).mean() > 0.7
+
+
+def _old_float_grey(v: np.ndarray) -> np.ndarray:
+    """What the thresholds used to see: a float copy of the grey levels (then 256 bins over its range)."""
+    v = v.astype(np.float64)
+    return (v * 0.299 + v * 0.587 + v * 0.114) / 255.0
+
+
+def test_grey_levels_of_rgb_uint8():
+    from pixelwise.classical._util import gray, gray_u8
+
+    levels = np.arange(256, dtype=np.uint8)
+    grey_rgb = np.repeat(levels[None, :, None], 3, axis=2)
+    np.testing.assert_array_equal(gray_u8(grey_rgb)[0], levels)  # R = G = B = v is exactly v
+    np.testing.assert_array_equal(gray(grey_rgb)[0], levels / 255.0)
+    colour = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(gray_u8(colour), np.asarray(Image.fromarray(colour).convert("L")))
+    assert np.abs(gray_u8(colour) - gray(colour) * 255).max() <= 0.5 + 1e-9
+
+
+def test_global_thresholds_work_on_integer_levels():
+    from skimage import filters
+
+    rng = np.random.default_rng(3)
+    # bimodal 8-bit levels 37..211 with gaps: 256 float bins over [37, 211] do not fall on the levels
+    levels = np.concatenate([rng.normal(70, 12, 3000), rng.normal(160, 25, 1500)]).clip(37, 211)
+    img = (np.round(levels / 3) * 3).astype(np.uint8).reshape(50, 90)
+    t = filters.threshold_otsu(img)
+    assert (img == t).any()  # pixels exactly at the threshold: they are below it (`img > t`)
+    old = _old_float_grey(img)
+    assert ((old > filters.threshold_otsu(old)) != (img > t)).sum() > 0  # the defect this guards against
+    for image in (img, np.repeat(img[..., None], 3, axis=2), img / 255.0):
+        np.testing.assert_array_equal(classical.segment(image, "otsu"), img > t)
+    np.testing.assert_array_equal(classical.segment(img, "li"), img > filters.threshold_li(img))
+    np.testing.assert_array_equal(classical.segment(img, "triangle"), img > filters.threshold_triangle(img))
+    thresholds = filters.threshold_multiotsu(img, classes=3)
+    np.testing.assert_array_equal(classical.segment(img, "multiotsu", classes=3),
+                                  np.digitize(img, thresholds, right=True))
+    np.testing.assert_array_equal(classical.segment(img, "multiotsu", classes=2), img > t)  # 2 classes = Otsu
+    # sigma > 0: the smoothed image is not integer any more; the thresholds work on the float grey
+    from scipy import ndimage as ndi
+
+    smooth = ndi.gaussian_filter(img / 255.0, 1.5)
+    np.testing.assert_array_equal(classical.segment(img, "otsu", sigma=1.5), smooth > filters.threshold_otsu(smooth))
+    with pytest.raises(ConfigError, match="sigma"):
+        classical.segment(img, "otsu", sigma=-1)
+
+
+def test_otsu_on_isbi_equals_scikit_image_and_opencv():
+    import cv2
+    from skimage import filters
+
+    from pixelwise.data.io import read_image
+
+    isbi = shared_dataset("isbi2012_membrane")
+    paths = sorted((isbi / "image").glob("*.png"), key=lambda p: int(p.stem))
+    assert len(paths) == 24
+    was_off = 0
+    for path in paths:
+        img = np.asarray(Image.open(path))
+        assert img.dtype == np.uint8 and img.ndim == 2
+        reference = img > filters.threshold_otsu(img)
+        # OpenCV's THRESH_BINARY is also `src > thresh`, and its Otsu threshold is the same level here:
+        # the two agree pixel for pixel (no >= / > difference to allow for).
+        cv_t, cv_map = cv2.threshold(img, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        assert cv_t == filters.threshold_otsu(img), path.name
+        np.testing.assert_array_equal(cv_map > 0, reference)
+        for image in (img, read_image(path)):  # as an array, and as `pixelwise classic` reads the file (RGB)
+            ours = classical.segment(image, "otsu").astype(bool)
+            assert (ours != reference).sum() == 0, path.name
+            assert (ours != (cv_map > 0)).sum() == 0, path.name
+        np.testing.assert_array_equal(classical.segment(img, "li"), img > filters.threshold_li(img))
+        np.testing.assert_array_equal(classical.segment(img, "triangle"), img > filters.threshold_triangle(img))
+        np.testing.assert_array_equal(classical.segment(img, "multiotsu"),
+                                      np.digitize(img, filters.threshold_multiotsu(img), right=True))
+        old = _old_float_grey(img)
+        was_off += int(((old > filters.threshold_otsu(old)) != reference).sum())
+    assert was_off > 0  # the float-copy thresholds disagreed on these slices (26194 pixels in all)

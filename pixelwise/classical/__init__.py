@@ -23,7 +23,7 @@ from scipy import ndimage as ndi
 from skimage import filters
 
 from pixelwise.classical import clustering, contours, edges, superpixels, threshold, watershed
-from pixelwise.classical._util import as_rgb, gray
+from pixelwise.classical._util import as_rgb, gray_u8
 from pixelwise.errors import ConfigError, DataError
 
 
@@ -102,7 +102,8 @@ def to_semantic(labels: np.ndarray, image, rule: str = "auto", threshold: float 
 
     rule: "nonzero" -> every label > 0 is foreground (for "objects" maps).
     "bright" / "dark" -> a region is foreground when its mean intensity (grey, in [0, 1]) is above / at most
-    `threshold` (default: the image's Otsu threshold); a two-region map takes its brighter / darker region.
+    `threshold` (default: the image's Otsu threshold, on its uint8 grey levels as the "otsu" method); a
+    two-region map takes its brighter / darker region.
     "auto" -> "bright" or "dark", whichever gives the smaller foreground (objects cover less than background).
     """
     if rule not in RULES:
@@ -112,16 +113,19 @@ def to_semantic(labels: np.ndarray, image, rule: str = "auto", threshold: float 
         raise DataError(f"to_semantic: labels must be an integer (H, W) array, got {labels.dtype} {labels.shape}")
     if rule == "nonzero":
         return (labels > 0).astype(np.int64)
-    g = gray(as_rgb(image))
+    g = gray_u8(as_rgb(image))  # grey levels 0..255, as the global thresholds see them
     if g.shape != labels.shape:
         raise DataError(f"to_semantic: labels {labels.shape} and image {g.shape} differ in size")
     ids, inverse = np.unique(labels, return_inverse=True)
     inverse = inverse.reshape(labels.shape)
-    means = np.asarray(ndi.mean(g, inverse, index=np.arange(len(ids))))
+    means = np.asarray(ndi.mean(g, inverse, index=np.arange(len(ids))))  # float64, in levels
     if len(ids) == 2 and threshold is None:
         bright_ids = means > means.min() if means[0] != means[1] else np.zeros(2, bool)
     else:
-        t = threshold if threshold is not None else (filters.threshold_otsu(g) if g.min() < g.max() else g.max())
+        if threshold is None:
+            t = float(filters.threshold_otsu(g)) if g.min() < g.max() else float(g.max())
+        else:
+            t = threshold * 255.0
         bright_ids = means > t
     bright = bright_ids[inverse]
     if rule == "bright" or (rule == "auto" and bright.mean() <= 0.5):

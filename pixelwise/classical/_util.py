@@ -39,8 +39,21 @@ def as_rgb(image) -> np.ndarray:
 
 
 def gray(rgb: np.ndarray) -> np.ndarray:
-    """float64 (H, W) luminance in [0, 1] (ITU-R BT.601 weights, as OpenCV and PIL use)."""
-    return (rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114) / 255.0
+    """float64 (H, W) luminance in [0, 1] (ITU-R BT.601 weights, as OpenCV and PIL use).
+
+    Summed in integers and divided once, so that a grey pixel (R = G = B = v) gives exactly v / 255."""
+    r, g, b = (rgb[..., i].astype(np.int32) for i in range(3))
+    return (r * 299 + g * 587 + b * 114) / 255000.0
+
+
+def gray_u8(rgb: np.ndarray) -> np.ndarray:
+    """uint8 (H, W) grey levels of a uint8 RGB image: round(0.299 R + 0.587 G + 0.114 B), in the fixed-point
+    arithmetic of PIL's ``Image.convert("L")`` (bit-identical to it). The weights sum to 2**16, so a grey image
+    stored as RGB (R = G = B = v, as ISBI's slices once read) gives back exactly v. (OpenCV's cvtColor uses
+    14-bit weights and differs from PIL by one level on some colours; never on grey pixels.)
+    The global thresholds (threshold.py) work on these 256 integer levels, as scikit-image and OpenCV do."""
+    r, g, b = (rgb[..., i].astype(np.uint32) for i in range(3))
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)
 
 
 def order_by_intensity(labels: np.ndarray, gray_image: np.ndarray) -> np.ndarray:

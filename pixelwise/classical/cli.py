@@ -1,11 +1,13 @@
 """What `pixelwise classic` and `pixelwise eval --classic` call: segment files, score a dataset.
 
 Plain functions; the click commands only parse arguments and print. Errors are `PixelwiseError`s that name
-the file at fault.
+the file at fault; `run_classic` skips an image it cannot read or segment and reports it in its result.
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,37 +59,78 @@ def _is_objects(method: str, params: dict) -> bool:
     return METHODS[method].kind == "objects" or (method == "watershed" and params.get("surface") == "distance")
 
 
+@dataclass
+class ClassicResult:
+    written: list[Path] = field(default_factory=list)  # files written (label maps, overlays), in input order
+    images: list[Path] = field(default_factory=list)   # input images segmented
+    failed: list[str] = field(default_factory=list)    # one-line messages, each naming the file skipped
+
+
+def _read(name) -> np.ndarray:
+    """read_image, with PIL's decompression-bomb refusal (raised by Image.open, not an OSError) turned into
+    a one-line DataError naming the file."""
+    try:
+        return read_image(name)
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{name}: refused, possible decompression bomb ({exc})") from None
+
+
 def run_classic(method: str, images: list[str], out_dir, overlay: bool = False,
-                params: dict | None = None) -> list[Path]:
+                params: dict | None = None, log: Callable[[str], None] | None = None) -> ClassicResult:
     """Segment each image file with `method` and write OUT/<stem>.png (label map; palette PNG, or 16-bit
     greyscale when there are more than 256 labels) and, with `overlay`, OUT/<stem>_overlay.png.
-    Returns the written paths in input order."""
+
+    Refused before any work (`PixelwiseError`): unknown method or parameters, no images, a named file that
+    does not exist, two inputs with one file stem. An image that cannot be read (truncated, not an image, a
+    decompression bomb) or that the method refuses as data (`DataError`) is skipped: its one-line message,
+    naming the file, goes to `result.failed` and to `log` (when given); the others go on. A `ConfigError`
+    (a parameter value the method refuses) still stops the run.
+    """
     params = dict(params or {})
     _check_params(method, params)
     if not images:
         raise DataError("no input images given")
     stems: dict[str, str] = {}
     for name in images:
+        if not Path(name).is_file():
+            raise DataError(f"{name}: file not found")
         stem = Path(name).stem
         if stem in stems:
             raise DataError(f"{name}: same file name as {stems[stem]}; outputs would overwrite each other")
         stems[stem] = str(name)
     out = Path(out_dir)
-    written: list[Path] = []
+    result = ClassicResult()
+
+    def skip(name, exc: Exception) -> None:
+        message = " ".join(str(exc).split())  # one line
+        if str(name) not in message:
+            message = f"{name}: {message}"
+        result.failed.append(message)
+        if log is not None:
+            log(f"skipped: {message}")
+
     for name in images:
-        image = read_image(name)
+        try:
+            image = _read(name)
+        except PixelwiseError as exc:  # any refusal of the reader: DataError today
+            skip(name, exc)
+            continue
         try:
             labels = segment(image, method, **params)
+        except DataError as exc:
+            skip(name, exc)
+            continue
         except PixelwiseError as exc:
             raise type(exc)(f"{name}: {exc}") from None
         target = out / f"{Path(name).stem}.png"
         write_labels(target, labels)
-        written.append(target)
+        result.written.append(target)
         if overlay:
             target = out / f"{Path(name).stem}_overlay.png"
             Image.fromarray(overlay_image(image, labels, _is_objects(method, params))).save(target)
-            written.append(target)
-    return written
+            result.written.append(target)
+        result.images.append(Path(name))
+    return result
 
 
 def _binary_truth(sample: Sample, fg_class: int) -> np.ndarray:
