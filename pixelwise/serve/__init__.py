@@ -12,7 +12,7 @@ from pathlib import Path
 from pixelwise.errors import PixelwiseError
 from pixelwise.serve.settings import ServeSettings
 
-__all__ = ["ServeSettings", "create_app", "serve"]
+__all__ = ["ServeSettings", "create_app", "serve", "uvicorn_config"]
 
 
 def create_app(model, settings: ServeSettings | None = None):
@@ -23,6 +23,26 @@ def create_app(model, settings: ServeSettings | None = None):
         raise PixelwiseError(f"serving needs FastAPI, uvicorn and python-multipart ({exc}); "
                              "install them with: pip install 'pixelwise[serve]'") from None
     return _create(model, settings)
+
+
+KEEP_ALIVE_S = 5  # uvicorn's timeout_keep_alive: an idle kept-alive connection is closed after this
+
+
+def uvicorn_config(app, settings: ServeSettings | None = None, **overrides):
+    """The uvicorn.Config that serve() runs `app` with; `overrides` (e.g. log_level) go to uvicorn.Config.
+
+    The HTTP protocol is pixelwise.serve.protocol's: uvicorn's h11 one, plus a request-head timeout
+    (settings.header_timeout_s) and a limit on requests in progress answered with JSON 503 + Retry-After.
+    uvicorn's own limit_concurrency stays off: it counts idle connections and answers in plain text.
+    """
+    settings = settings or ServeSettings()
+    import uvicorn
+
+    from pixelwise.serve.protocol import guarded_protocol
+
+    options = {"host": settings.host, "port": settings.port, "log_level": "info", "server_header": False,
+               "timeout_keep_alive": KEEP_ALIVE_S, "http": guarded_protocol(settings), "limit_concurrency": None}
+    return uvicorn.Config(app, **{**options, **overrides})
 
 
 def serve(model: str | Path, settings: ServeSettings | None = None) -> None:
@@ -38,5 +58,10 @@ def serve(model: str | Path, settings: ServeSettings | None = None) -> None:
     # codec.decode_image refuses such images first either way.
     Image.MAX_IMAGE_PIXELS = max(int(settings.max_pixels), 1)
     app = create_app(model, settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", server_header=False,
-                timeout_keep_alive=5, limit_concurrency=max(64, 4 * settings.capacity))
+    server = uvicorn.Server(uvicorn_config(app, settings))
+    try:
+        server.run()
+    except KeyboardInterrupt:  # as uvicorn.run
+        pass
+    if not server.started:
+        raise PixelwiseError(f"the server did not start on {settings.host}:{settings.port} (see uvicorn's log above)")

@@ -13,6 +13,9 @@ class ServeSettings:
     worker_threads: predictions run at the same time; queue_size: requests that may wait for a worker
     beyond those (more get 503 + Retry-After); timeout_s: a request not answered by then gets 504.
     max_pixels counts width x height as read from the image header, before any decoding.
+    header_timeout_s: a connection that has not sent a whole request head by then (counted from when it
+    opened, or from the first byte of a later request on a kept-alive connection) is closed, so silent or
+    slow clients cannot pile up; idle keep-alive connections keep uvicorn's own 5 s timeout.
     tile: passed to the Predictor when it supports tiled inference (None: whole images).
     """
 
@@ -21,6 +24,7 @@ class ServeSettings:
     worker_threads: int = 1
     queue_size: int = 8
     timeout_s: float = 60.0
+    header_timeout_s: float = 10.0
     retry_after_s: int = 2
     max_upload_mb: float = 20.0
     max_pixels: int = 50_000_000
@@ -35,6 +39,7 @@ class ServeSettings:
             (self.worker_threads >= 1, "worker_threads must be at least 1"),
             (self.queue_size >= 0, "queue_size must be 0 or more"),
             (self.timeout_s > 0, "timeout_s must be positive"),
+            (self.header_timeout_s > 0, "header_timeout_s must be positive"),
             (self.retry_after_s >= 0, "retry_after_s must be 0 or more"),
             (self.max_upload_mb > 0, "max_upload_mb must be positive"),
             (self.max_pixels > 0, "max_pixels must be positive"),
