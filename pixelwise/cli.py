@@ -346,33 +346,42 @@ def export(model_dir: str, onnx_path: str, opset: int, check: bool) -> None:
 @click.option("--queue", "queue_size", default=8, show_default=True, type=int,
               help="Requests that may wait for a worker; beyond that: 503 + Retry-After.")
 @click.option("--timeout", "timeout_s", default=60.0, show_default=True, help="Seconds per request (then 504).")
+@click.option("--header-timeout", "header_timeout_s", default=10.0, show_default=True, type=float,
+              help="Seconds a connection has to send a whole request head (then it is closed).")
 @click.option("--max-upload-mb", default=20.0, show_default=True, type=float)
 @click.option("--max-pixels", default=50e6, show_default=True, type=float, help="Largest width x height accepted.")
 @click.option("--tile", default=1024, show_default=True, type=int, help="Tile size for large images (0: off).")
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]))
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available).")
 def serve(model_dir: str, host: str, port: int, worker_threads: int, queue_size: int, timeout_s: float,
-          max_upload_mb: float, max_pixels: float, tile: int, precision: str, device: str | None) -> None:
+          header_timeout_s: float, max_upload_mb: float, max_pixels: float, tile: int, precision: str,
+          device: str | None) -> None:
     """Serve a model: a web page at / and a REST API (POST /v1/segment, GET /v1/model, GET /healthz)."""
     from pixelwise.serve import ServeSettings, serve as run_server
 
     settings = ServeSettings(host=host, port=port, worker_threads=worker_threads, queue_size=queue_size,
-                             timeout_s=timeout_s, max_upload_mb=max_upload_mb, max_pixels=int(max_pixels),
-                             tile=tile or None, precision=precision, device=device)
+                             timeout_s=timeout_s, header_timeout_s=header_timeout_s, max_upload_mb=max_upload_mb,
+                             max_pixels=int(max_pixels), tile=tile or None, precision=precision, device=device)
     click.echo(f"loading {model_dir}; the page will be at http://{host}:{port}/ (Ctrl-C stops)")
     run_server(model_dir, settings)
 
 
 def parse_params(items: tuple[str, ...]) -> dict:
-    """KEY=VALUE pairs -> dict, values parsed as YAML scalars (numbers, booleans, lists)."""
+    """KEY=VALUE pairs -> dict, values parsed as YAML scalars (numbers, true/false, lists; YAML 1.2 booleans,
+    as recipes read them)."""
     import yaml
+
+    from pixelwise.config import load_yaml
 
     params = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise PixelwiseError(f"parameter '{item}': expected KEY=VALUE, e.g. sigma=2")
-        params[key] = yaml.safe_load(raw)
+        try:
+            params[key] = load_yaml(raw)
+        except yaml.YAMLError as exc:
+            raise PixelwiseError(f"parameter '{item}': not a YAML value ({' '.join(str(exc).split())})") from None
     return params
 
 
@@ -384,7 +393,8 @@ def parse_params(items: tuple[str, ...]) -> dict:
 def classic(method: str, args: tuple[str, ...], out: str | None, overlay: bool) -> None:
     """Classical segmentation: pixelwise classic METHOD IMAGE... [KEY=VALUE ...] --out DIR.
 
-    `pixelwise classic list` shows the methods and their parameters (e.g. sigma=2).
+    `pixelwise classic list` shows the methods and their parameters (e.g. sigma=2). An unreadable image is
+    skipped (one "skipped:" line on stderr) and the others are written; the exit status is then 1.
     """
     from pixelwise.classical import list_methods, method_params
     from pixelwise.classical.cli import run_classic
@@ -397,8 +407,13 @@ def classic(method: str, args: tuple[str, ...], out: str | None, overlay: bool) 
         raise PixelwiseError("classic: give images and --out DIR, e.g. pixelwise classic otsu img.png --out masks/")
     params = parse_params(tuple(a for a in args if "=" in a and not Path(a).exists()))
     images = [str(p) for p in expand_images(tuple(a for a in args if not ("=" in a and not Path(a).exists())))]
-    written = run_classic(method, images, out, overlay=overlay, params=params)
-    click.echo(f"wrote {len(written)} files to {out}")
+    result = run_classic(method, images, out, overlay=overlay, params=params,
+                         log=lambda message: click.echo(message, err=True))
+    failed = result.failed
+    click.echo(f"wrote {len(result.written)} files for {len(result.images)} images to {out}"
+               + (f"; {len(failed)} failed" if failed else ""))
+    if failed:
+        sys.exit(1)
 
 
 def one_line(exc: Exception) -> str:

@@ -1,13 +1,20 @@
 """Typed configuration: what to train on, which model, how to train.
 
-A recipe is plain YAML with sections data, task (optional), model and train, whose keys are the fields below. Command-line
-overrides are `section.key=value` (e.g. `data.root=/data/camvid train.epochs=5`); values are parsed as YAML
-scalars and checked against the field's type. Unknown keys and wrong types stop with a `ConfigError`
-naming the key.
+A recipe is plain YAML with sections data, task (optional), model and train, whose keys are the fields below.
+Command-line overrides are `section.key=value` (e.g. `data.root=/data/camvid train.epochs=5`); values are
+parsed as YAML scalars and checked against the field's type. Every check lives in the fields: the type
+annotation, and for numbers their range and for strings their choices (`checked(...)`), applied in one place
+(`build_dataclass`); NaN and infinities are refused everywhere. Unknown keys, wrong types and values out of
+range stop with a `ConfigError` naming the key.
+
+YAML is read as YAML 1.2 reads booleans: only true/false are booleans, so `amp: off` is the string "off"
+(YAML 1.1, PyYAML's default, would turn off/on/yes/no into booleans).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,29 +26,57 @@ import yaml
 from pixelwise.errors import ConfigError
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 booleans (true/false only)."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+
+
+def load_yaml(text: str):
+    """YAML text -> plain data, with YAML 1.2 booleans (raises yaml.YAMLError)."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def checked(default=dataclasses.MISSING, *, lo: float | None = None, hi: float | None = None,
+            lo_open: bool = False, hi_open: bool = False, choices: tuple | None = None, **kwargs):
+    """A dataclass field whose value (each item of a list, tuple or mapping) `build_dataclass` checks: a
+    number within [lo, hi] (open ends with lo_open / hi_open), or one of `choices`. None passes where the
+    type allows it."""
+    return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open,
+                                            "choices": choices}, **kwargs)
+
+
+MAX_SIDE = 16384  # the largest image side a resize or crop may ask for
+
+
 @dataclass
 class DataConfig:
     format: str = "synthetic"            # a key of pixelwise.data.formats.FORMATS
     root: str = "default"                 # dataset folder (or name/seed for synthetic)
     train_split: str = "train"            # a split name, or a slice of one: "all[:18]", "train[100:]"
     val_split: str = "val"
-    classes: list[str] | None = None      # override the dataset's class names
+    classes: list[str] | None = None      # override the dataset's class names (as many as it has)
     options: dict[str, Any] = field(default_factory=dict)  # reader options, e.g. {remap: {255: 1}}
-    crop_size: int = 256                  # square training crop
-    resize: int | None = None             # shorter side resized to this before cropping (None = keep)
-    scale_range: tuple[float, float] = (0.75, 1.5)
+    crop_size: int = checked(256, lo=8, hi=MAX_SIDE)          # square training crop
+    resize: int | None = checked(None, lo=8, hi=MAX_SIDE)     # shorter side resized before cropping (None = keep)
+    scale_range: tuple[float, float] = checked((0.75, 1.5), lo=0, hi=10, lo_open=True)
     hflip: bool = True
-    rotate: float = 0.0                   # max degrees of random rotation
+    rotate: float = checked(0.0, lo=0, hi=180)                # max degrees of random rotation
     vflip: bool = False                   # vertical flips too (aerial and microscopy images have no "up")
-    color_jitter: float = 0.2             # brightness/contrast/saturation strength, 0 = off
-    elastic: float = 0.0                  # elastic deformation: std of the grid displacements in pixels, 0 = off
-    elastic_grid: int = 3                 # displacements drawn on a grid x grid lattice (U-Net paper: 3)
-    mean: tuple[float, float, float] | None = None  # None: what the model's weights expect (see trainer)
-    std: tuple[float, float, float] | None = None
-    num_workers: int = 2
+    color_jitter: float = checked(0.2, lo=0, hi=1)            # brightness/contrast/saturation strength, 0 = off
+    elastic: float = checked(0.0, lo=0, hi=200)               # elastic deformation: grid displacement std, px
+    elastic_grid: int = checked(3, lo=2, hi=64)               # displacements on a grid x grid lattice (paper: 3)
+    mean: tuple[float, float, float] | None = checked(None, lo=0, hi=1)  # None: what the model's weights expect
+    std: tuple[float, float, float] | None = checked(None, lo=0, hi=10, lo_open=True)
+    num_workers: int = checked(2, lo=0, hi=64)
     cache: bool = False                   # keep decoded training images in memory after the first epoch
-    val_resize: int | None = None         # shorter side for validation images (None = full size)
-    limit: int | None = None              # use only the first N training images (quick runs)
+    val_resize: int | None = checked(None, lo=8, hi=MAX_SIDE)  # shorter side for validation images (None = full)
+    limit: int | None = checked(None, lo=1)                    # use only the first N training images (quick runs)
 
 
 @dataclass
@@ -60,30 +95,34 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 8
-    optimizer: str = "adamw"              # adamw | sgd
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    schedule: str = "poly"                # poly | cosine | constant
-    warmup_epochs: float = 0.0
-    poly_power: float = 0.9
-    loss: str | dict[str, float] | None = None  # None: the task's own (semantic: ce); ce, dice, focal, ... or {ce: 1, dice: 0.5}
-    class_weights: list[float] | None = None
-    label_smoothing: float = 0.0
-    amp: str = "auto"                     # auto | off | bf16 | fp16 (auto: bf16 on CUDA and bf16-capable CPUs)
+    epochs: int = checked(20, lo=1, hi=10**6)
+    batch_size: int = checked(8, lo=1, hi=4096)
+    optimizer: str = checked("adamw", choices=("adamw", "sgd"))
+    lr: float = checked(1e-3, lo=0, hi=10, lo_open=True)
+    weight_decay: float = checked(1e-4, lo=0, hi=1)
+    momentum: float = checked(0.9, lo=0, hi=1, hi_open=True)
+    schedule: str = checked("poly", choices=("poly", "cosine", "constant"))
+    warmup_epochs: float = checked(0.0, lo=0, hi=10**4)
+    poly_power: float = checked(0.9, lo=0, hi=10, lo_open=True)
+    # None: the task's own (semantic: ce); ce, dice, focal, lovasz, ohem, or weights {ce: 1, dice: 0.5}
+    loss: str | dict[str, float] | None = checked(None, lo=0, hi=1000)
+    class_weights: list[float] | None = checked(None, lo=0, hi=10**6)
+    label_smoothing: float = checked(0.0, lo=0, hi=1, hi_open=True)
+    # auto | off | fp32 | bf16 | fp16 (auto: bf16 on CUDA and bf16-capable CPUs)
+    amp: str = checked("auto", choices=("auto", "off", "fp32", "bf16", "fp16"))
     channels_last: bool = True            # NHWC activations: faster convolutions on CPU and tensor cores
-    clip_grad: float | None = 1.0
-    val_every: int = 1
-    seed: int = 0
+    clip_grad: float | None = checked(1.0, lo=0, hi=10**6, lo_open=True)
+    val_every: int = checked(1, lo=1)
+    seed: int = checked(0, lo=0, hi=2**32 - 1)
     deterministic: bool = False
-    time_limit_min: float | None = None   # training-time budget in minutes: LR decays by time, stops at 0
-    ema: float = 0.0                      # decay of an exponential moving average of the weights, 0 = off
-    encoder_lr_mult: float | None = None  # encoder LR = lr * this; None: 0.1 if the encoder is pretrained, else 1
-    freeze_encoder_epochs: float = 0.0    # train only decoder and head for this many epochs first
+    # training-time budget in minutes: LR decays by time, stops at 0
+    time_limit_min: float | None = checked(None, lo=0, hi=10**6, lo_open=True)
+    ema: float = checked(0.0, lo=0, hi=1, hi_open=True)  # decay of an EMA of the weights, 0 = off
+    # encoder LR = lr * this; None: 0.1 if the encoder is pretrained, else 1
+    encoder_lr_mult: float | None = checked(None, lo=0, hi=100)
+    freeze_encoder_epochs: float = checked(0.0, lo=0)  # train only decoder and head for this many epochs first
     init_from: str | None = None          # a saved model directory to start from (fine-tuning)
-    log_every: int = 10
+    log_every: int = checked(10, lo=1)
 
 
 @dataclass
@@ -103,17 +142,24 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in typing.get_args(tp):
             return None
+        near = None  # the error of the arm of the same kind (a mapping for a dict arm): the one to report
         for arg in typing.get_args(tp):
             if arg is type(None):
                 continue
             try:
                 return _check_type(key, value, arg)
-            except ConfigError:
-                pass
+            except ConfigError as exc:
+                kind = typing.get_origin(arg) or arg
+                if isinstance(kind, type) and isinstance(value, kind) and not isinstance(value, (str, bool)):
+                    near = exc
+        if near is not None:
+            raise near
         raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
     if tp is Any:
         return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"config key '{key}': expected a finite number, got {value!r}")
         return float(value)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -127,6 +173,9 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is not Any:
+            return {k: _check_type(f"{key}.{k}", v, args[1]) for k, v in value.items()}
         return dict(value)
     if isinstance(tp, type):
         if tp is int and isinstance(value, bool):
@@ -156,37 +205,55 @@ def build_dataclass(cls: type, values: dict, prefix: str = ""):
             kwargs[key] = build_dataclass(tp, value, f"{prefix}{key}.")
         else:
             kwargs[key] = _check_type(prefix + key, value, tp)
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    for f in dataclasses.fields(cls):
+        if f.metadata:
+            _check_field(prefix + f.name, getattr(obj, f.name), f.metadata)
+    return obj
 
 
-CHOICES = {
-    ("train", "optimizer"): ("adamw", "sgd"),
-    ("train", "schedule"): ("poly", "cosine", "constant"),
-    ("train", "amp"): ("auto", "off", "bf16", "fp16"),
-}
-POSITIVE = {("train", "epochs"), ("train", "batch_size"), ("train", "lr"), ("data", "crop_size"),
-            ("train", "val_every")}
+def _items(value) -> list:
+    if isinstance(value, dict):
+        return list(value.values())
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+def _check_field(key: str, value, rule) -> None:
+    """The range or choices of a `checked` field, for its value or each of its items."""
+    if rule.get("choices") is not None:
+        if value is not None and value not in rule["choices"]:
+            raise ConfigError(f"config key '{key}': {value!r} is not one of {', '.join(map(str, rule['choices']))}")
+        return
+    lo, hi = rule.get("lo"), rule.get("hi")
+    for item in _items(value):
+        if item is None or isinstance(item, (str, bool)) or not isinstance(item, (int, float)):
+            continue
+        if not math.isfinite(item):
+            raise ConfigError(f"config key '{key}': expected a finite number, got {item!r}")
+        low_bad = lo is not None and (item <= lo if rule["lo_open"] else item < lo)
+        high_bad = hi is not None and (item >= hi if rule["hi_open"] else item > hi)
+        if low_bad or high_bad:
+            left, right = "(" if rule["lo_open"] else "[", ")" if rule["hi_open"] else "]"
+            span = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+            raise ConfigError(f"config key '{key}': {item!r} is outside {span}")
 
 
 def config_from_dict(values: dict) -> Config:
-    """Build a Config from nested plain data, checking every key, type and enumerated value."""
+    """Build a Config from nested plain data, checking every key, type, range and enumerated value."""
     if not isinstance(values, dict):
         raise ConfigError(f"config must be a mapping with sections data/task/model/train, got {type(values).__name__}")
+    for section, content in values.items():
+        if section in {f.name for f in dataclasses.fields(Config)} and content is None:
+            raise ConfigError(f"config section '{section}' is empty (remove it, or give it keys)")
     cfg = build_dataclass(Config, values, "")
-    for (section, key), allowed in CHOICES.items():
-        value = getattr(getattr(cfg, section), key)
-        if value not in allowed:
-            raise ConfigError(f"config key '{section}.{key}': '{value}' is not one of {', '.join(allowed)}")
-    for section, key in POSITIVE:
-        if getattr(getattr(cfg, section), key) <= 0:
-            raise ConfigError(f"config key '{section}.{key}': must be positive")
-    if not 0 <= cfg.train.ema < 1:
-        raise ConfigError(f"config key 'train.ema': expected a decay in [0, 1), got {cfg.train.ema}")
-    if cfg.train.encoder_lr_mult is not None and cfg.train.encoder_lr_mult < 0:
-        raise ConfigError("config key 'train.encoder_lr_mult': must not be negative")
     lo, hi = cfg.data.scale_range
-    if not 0 < lo <= hi:
-        raise ConfigError(f"config key 'data.scale_range': expected 0 < low <= high, got {cfg.data.scale_range}")
+    if not lo <= hi:
+        raise ConfigError(f"config key 'data.scale_range': expected low <= high, got {cfg.data.scale_range}")
+    if len(set(cfg.data.classes or [])) != len(cfg.data.classes or []):
+        dup = sorted({c for c in cfg.data.classes if cfg.data.classes.count(c) > 1})
+        raise ConfigError(f"config key 'data.classes': duplicate class names {dup}")
     return cfg
 
 
@@ -201,7 +268,7 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
         if not sep or not key:
             raise ConfigError(f"override '{item}': expected KEY=VALUE, e.g. train.epochs=5")
         try:
-            value = yaml.safe_load(raw) if raw != "" else None
+            value = load_yaml(raw) if raw != "" else None
         except yaml.YAMLError:
             value = raw
         parts = key.split(".")
@@ -224,9 +291,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = load_yaml(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+        if values is None or values == {}:
+            raise ConfigError(f"{path}: the recipe is empty (it needs at least one of the sections data, task, "
+                              "model, train)")
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping with sections data/task/model/train")
     values = apply_overrides(values, overrides or [])

@@ -20,8 +20,19 @@ def default_palette(n: int) -> list[Color]:
 
 
 def read_class_file(path) -> list[str]:
-    """Class names, one per line; blank lines and '#' comments skipped."""
+    """Class names, one per line (UTF-8 text); blank lines and '#' comments skipped; duplicates refused."""
     from pathlib import Path
 
-    lines = Path(path).read_text().splitlines()
-    return [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+    from pixelwise.errors import DataError
+
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); save it as UTF-8") from None
+    names = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DataError(f"{path}: duplicate class names {duplicates}")
+    return names

@@ -35,6 +35,11 @@ class SegmentationDataset(Dataset):
     things: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        duplicates = sorted({c for c in self.classes if list(self.classes).count(c) > 1})
+        if duplicates:
+            from pixelwise.errors import DataError
+
+            raise DataError(f"{self.name or 'dataset'}: duplicate class names {duplicates}")
         if not self.palette:
             self.palette = default_palette(len(self.classes))
 
