@@ -9,25 +9,26 @@ config.json holds the architecture record (`arch`: name, num_classes, kwargs), t
 palette, the preprocessing (mean, std, optional shorter-side resize) and what the trainer adds (task,
 things, recipe, scores). Weights are safetensors only: no pickle is ever loaded from a model directory.
 
-A save writes into a temporary sibling directory and swaps it in with renames, so a kill at any moment
-leaves the previous model or the new one. `resolve_model_dir` finds the model after a kill between the two
-renames (its `.old` twin) and accepts a training run directory (its `best/`).
+A save replaces the directory crash-safely (pixelwise.atomicdir: write a complete copy beside it, swap it
+in with renames), so a kill at any moment leaves the previous model or the new one. `resolve_model_dir`
+finds the newest complete copy after a kill anywhere in a save, and accepts a training run directory (its
+`best/`, found the same way).
 """
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from pixelwise import atomicdir
 from pixelwise.constants import IMAGENET_MEAN, IMAGENET_STD
 from pixelwise.errors import ModelError
 
-CONFIG_NAME = "config.json"
+CONFIG_NAME = atomicdir.CONFIG_NAME
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_TAG = "pixelwise-model"
 
@@ -61,54 +62,104 @@ def save_model(model: torch.nn.Module, directory: str | Path, classes: list[str]
         "preprocessing": preprocessing or {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
         **(extra or {}),
     }
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_NAME))
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2))
-        for name, write in (files or {}).items():
-            write(tmp / name)
-        _swap_in(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return directory
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
 
+    def write(folder: Path) -> None:
+        save_file(state, str(folder / WEIGHTS_NAME))
+        (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+        for name, write_file in (files or {}).items():
+            write_file(folder / name)
 
-def _swap_in(tmp: Path, directory: Path) -> None:
-    old = directory.with_name(directory.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        directory.rename(old)
-    tmp.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
+    return atomicdir.replace(directory, write)
 
 
 def resolve_model_dir(directory: str | Path) -> Path:
-    """The model directory, or its `.old` twin if a kill landed between the two renames of a save, or the
-    `best/` model of a training run directory."""
+    """The model in `directory`: the directory itself, or after a kill in the middle of a save its newest
+    complete copy (`.old` twin, finished temporary copy); for a training run directory, its `best/` model
+    found the same way. Reads only: nothing is moved."""
     directory = Path(directory)
-    if not (directory / CONFIG_NAME).is_file():
-        old = directory.with_name(directory.name + ".old")
-        if (old / CONFIG_NAME).is_file():
-            return old
-        if directory.is_dir() and (directory / "best" / CONFIG_NAME).is_file():
-            return directory / "best"  # a run directory: use its best model
-        raise ModelError(f"{directory}: not a pixelwise model directory (no {CONFIG_NAME})")
-    return directory
+    if (directory / CONFIG_NAME).is_file():
+        return directory
+    for candidate in (directory, directory / "best"):
+        found = atomicdir.newest(candidate)
+        if found is not None:
+            return found
+    raise ModelError(f"{directory}: not a pixelwise model directory (no {CONFIG_NAME})")
+
+
+MAX_CLASSES = 65536  # label maps are written as 8- or 16-bit PNGs
+MAX_SIDE = 16384    # the largest shorter side a saved preprocessing may resize to
 
 
 def read_model_config(directory: str | Path) -> dict:
-    """The config.json of a model directory (or run directory), checked to be a pixelwise model's."""
+    """The config.json of a model directory (or run directory), checked against its schema
+    (`check_model_config`) before anything is built from it."""
     directory = resolve_model_dir(directory)
     path = directory / CONFIG_NAME
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT_TAG or "arch" not in config:
-        raise ModelError(f"{path}: not a pixelwise model config")
+    check_model_config(config, path)
     return config
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_model_config(config, path) -> None:
+    """Raise a ModelError naming `path` and the key unless `config` is a pixelwise model config: format tag;
+    arch {name: str, num_classes: 1..MAX_CLASSES, kwargs: mapping}; classes: num_classes names; palette:
+    [r, g, b] colours 0..255; preprocessing: mean / std of 3 finite numbers, std > 0, resize None or
+    8..MAX_SIDE; things: class ids; task: a name."""
+    def bad(key: str, problem: str):
+        raise ModelError(f"{path}: key '{key}' {problem}")
+
+    if not isinstance(config, dict) or config.get("format") != FORMAT_TAG:
+        raise ModelError(f"{path}: not a pixelwise model config (no \"format\": \"{FORMAT_TAG}\")")
+    arch = config.get("arch")
+    if not isinstance(arch, dict):
+        bad("arch", f"must be a mapping with name, num_classes and kwargs, got {type(arch).__name__}")
+    if not isinstance(arch.get("name"), str):
+        bad("arch.name", "must be an architecture name")
+    n = arch.get("num_classes")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CLASSES:
+        bad("arch.num_classes", f"must be an integer in 1..{MAX_CLASSES}, got {n!r}")
+    if not isinstance(arch.get("kwargs", {}), dict):
+        bad("arch.kwargs", "must be a mapping")
+    classes = config.get("classes")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        bad("classes", "must be a list of class names")
+    if len(classes) != n:
+        bad("classes", f"lists {len(classes)} names for arch.num_classes = {n}")
+    palette = config.get("palette", [])
+    if not isinstance(palette, list) or not all(
+            isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                      and 0 <= v <= 255 for v in c) for c in palette):
+        bad("palette", "must be a list of [r, g, b] colours with values 0..255")
+    pre = config.get("preprocessing", {})
+    if not isinstance(pre, dict):
+        bad("preprocessing", "must be a mapping")
+    for key in ("mean", "std"):
+        value = pre.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, list) or len(value) != 3 or not all(_number(v) for v in value):
+            bad(f"preprocessing.{key}", f"must be 3 finite numbers, got {value!r}")
+        if key == "std" and min(value) <= 0:
+            bad("preprocessing.std", f"must be positive (it divides every pixel), got {value}")
+    resize = pre.get("resize")
+    if resize is not None and (isinstance(resize, bool) or not isinstance(resize, int) or not 8 <= resize <= MAX_SIDE):
+        bad("preprocessing.resize", f"must be null or a shorter side in 8..{MAX_SIDE} pixels, got {resize!r}")
+    things = config.get("things", [])
+    if not isinstance(things, list) or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < n
+                                               for t in things):
+        bad("things", f"must be a list of class ids in 0..{n - 1}")
+    if not isinstance(config.get("task", ""), (str, type(None))):
+        bad("task", "must be a task name")
+    if not isinstance(config.get("task_options", {}), (dict, type(None))):
+        bad("task_options", "must be a mapping")
 
 
 def read_weights(directory: str | Path) -> dict[str, torch.Tensor]:
@@ -134,9 +185,17 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tor
     kwargs.pop("pretrained", None)  # weights come from the file, not from a hub
     model = create_model(arch["name"], arch["num_classes"], **kwargs)
     state = read_weights(directory)
+    path = directory / WEIGHTS_NAME
+    own = model.state_dict()
+    for key, tensor in state.items():
+        if key in own and tuple(own[key].shape) != tuple(tensor.shape):
+            raise ModelError(f"{path}: tensor {key} has shape {tuple(tensor.shape)} but {CONFIG_NAME}'s architecture "
+                             f"needs {tuple(own[key].shape)} (does arch.num_classes or arch.kwargs match the weights?)")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ModelError(f"{path}: tensor {key} holds NaN or Inf values; these weights cannot predict")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ModelError(f"{directory / WEIGHTS_NAME}: weights do not match architecture '{arch['name']}' "
+        raise ModelError(f"{path}: weights do not match architecture '{arch['name']}' "
                          f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")
     model.pixelwise_arch = arch
     model.pixelwise_config = config

@@ -21,6 +21,8 @@ from pixelwise.models.base import SegmentationModel
 from pixelwise.models.encoders import create_encoder, encoder_norm
 from pixelwise.models.flops import count_gflops, count_params
 
+MAX_PARAMS = 10**9  # a model larger than this (4 GB of fp32 weights) is refused before it is allocated
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "unet": unet.unet,
     "fcn32s": fcn.fcn32s,
@@ -66,11 +68,17 @@ def create_model(name: str, num_classes: int, kwargs: Mapping[str, Any] | None =
         if key not in allowed:
             raise ModelError(f"model {name!r} has no option {key!r}; its options: {', '.join(allowed)}")
     try:
+        if torch.empty(0).device.type != "meta":  # size first, on the meta device: nothing allocated
+            with torch.device("meta"):
+                probe = builder(num_classes, **{k: v for k, v in options.items() if k != "pretrained"})
+            if count_params(probe) > MAX_PARAMS:
+                raise ModelError(f"model {name!r} with {options}: {count_params(probe) / 1e6:.0f}M parameters, over "
+                                 f"the limit of {MAX_PARAMS / 1e6:.0f}M ({4 * MAX_PARAMS / 2**30:.1f} GiB of weights)")
         model = builder(num_classes, **options)
     except ModelError:
         raise
-    except (TypeError, ValueError) as exc:
-        raise ModelError(f"model {name!r} with {options}: {exc}") from exc
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"model {name!r} with {options}: {' '.join(str(exc).split())[:300]}") from None
     recorded = {k: _jsonable(v) for k, v in options.items() if k != "pretrained"}
     try:
         json.dumps(recorded)
