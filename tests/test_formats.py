@@ -136,7 +136,7 @@ def test_truncated_file(tmp_path):
     path = tmp_path / "images" / "a.png"
     write(path, rgb(64, 64))
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(DataError, match=r"images/a\.png: unreadable or truncated"):
+    with pytest.raises(DataError, match=r"images/a\.png: truncated or corrupt image"):
         open_dataset(str(tmp_path), "all")[0]
 
 
