@@ -11,6 +11,13 @@ def append_jsonl(path: str | Path, record: dict) -> None:
         f.flush()
 
 
+def write_jsonl(path: str | Path, records: list[dict]) -> None:
+    """Replace the log with `records`, atomically (a resumed run rewrites it up to its checkpoint)."""
+    from pixelwise.data.io import write_atomic
+
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in records).encode())
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():

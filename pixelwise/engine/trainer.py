@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
+from pixelwise import atomicdir
 from pixelwise.config import Config, save_config
 from pixelwise.data.dataset import TransformedDataset
 from pixelwise.data.formats import open_dataset
@@ -31,11 +33,11 @@ from pixelwise.engine.ema import ModelEMA
 from pixelwise.engine.evaluate import run_evaluation
 from pixelwise.engine.finetune import (InitReport, encoder_lr_mult, load_init, param_groups, resolve_normalisation,
                                        set_encoder_frozen)
-from pixelwise.engine.logging import append_jsonl, plot_curves, read_jsonl
+from pixelwise.engine.logging import append_jsonl, plot_curves, read_jsonl, write_jsonl
 from pixelwise.engine.schedules import build_optimizer, build_scheduler
 from pixelwise.errors import ConfigError, DataError, TrainingError
 from pixelwise.inference.predictor import Predictor
-from pixelwise.modeldir import resolve_model_dir
+from pixelwise.modeldir import read_model_config, resolve_model_dir
 from pixelwise.models import create_model
 from pixelwise.precision import autocast_dtype
 from pixelwise.tasks import Task, build_task, native_task
@@ -156,12 +158,24 @@ class _Run:
 
 
 def _check_run_dir(out: Path, resume: bool) -> None:
-    last_dir = out / "last"
-    has_state = (last_dir / ckpt.STATE_NAME).is_file() or (out / "last.old" / ckpt.STATE_NAME).is_file()
-    if has_state and not resume:
-        raise ConfigError(f"{out}: already holds a training run; pass --resume to continue it or choose another --out")
+    """Refuse to start over in a run directory that holds training (a last/ checkpoint or logged epochs:
+    its log and best model would be overwritten), and to resume one without training state. Run after
+    `atomicdir.recover` settled what a kill left."""
+    has_state = (out / "last" / ckpt.STATE_NAME).is_file()
+    logged = bool(read_jsonl(out / "metrics.jsonl"))
+    if (has_state or logged) and not resume:
+        held = ", ".join(n for n, x in (("last/", has_state), ("metrics.jsonl", logged)) if x)
+        raise ConfigError(f"{out}: already holds a training run ({held}); pass --resume to continue it or "
+                          "choose another --out")
     if resume and not has_state:
-        raise ConfigError(f"{out}: nothing to resume (no {last_dir / ckpt.STATE_NAME})")
+        raise ConfigError(f"{out}: nothing to resume (no {out / 'last' / ckpt.STATE_NAME})")
+
+
+def _start_fresh(out: Path) -> None:
+    """A run that never finished its first epoch may have left a best/ of that epoch: it goes, so the new
+    run's best/ and log start together."""
+    shutil.rmtree(out / "best", ignore_errors=True)
+    (out / "metrics.jsonl").unlink(missing_ok=True)
 
 
 def _loader(cfg: Config, parts, train_ds, info: ddp.DistInfo):
@@ -202,6 +216,9 @@ def _setup(cfg: Config, out: Path, info: ddp.DistInfo) -> _Run:
     """Datasets, model, task, loader, optimizer and schedule of a fresh run."""
     tc = cfg.train
     spec, train_ds, val_ds = _datasets(cfg)
+    if cfg.data.classes and len(cfg.data.classes) != train_ds.num_classes:
+        raise ConfigError(f"config key 'data.classes': names {len(cfg.data.classes)} classes, but {train_ds.name} has "
+                          f"{train_ds.num_classes} ({', '.join(train_ds.classes)})")
     names = list(cfg.data.classes or train_ds.classes)
     classes = _task(cfg, names, train_ds).classes  # the dataset's, and any the task derives (multi-label unions)
     model = create_model(cfg.model.name, len(classes), **model_kwargs(cfg))
@@ -237,6 +254,14 @@ def _setup(cfg: Config, out: Path, info: ddp.DistInfo) -> _Run:
 
 def _resume(run: _Run) -> None:
     src = resolve_model_dir(run.out / "last")
+    saved = read_model_config(src)["arch"]
+    arch = run.model.pixelwise_arch
+    if (saved["name"], saved["num_classes"], saved.get("kwargs", {})) != (arch["name"], arch["num_classes"],
+                                                                          arch["kwargs"]):
+        raise ConfigError(f"{run.out}: the run was trained as {saved['name']} with {saved['num_classes']} classes "
+                          f"and model kwargs {saved.get('kwargs', {})}; the recipe now builds {arch['name']} with "
+                          f"{arch['num_classes']} and {arch['kwargs']}. Resume with the run's own "
+                          f"{run.out / 'config.yaml'}, or train into another --out")
     run.model.load_state_dict(ckpt.load_file_state(src))
     state = ckpt.load_train_state(src)
     run.optimizer.load_state_dict(state["optimizer"])
@@ -245,6 +270,10 @@ def _resume(run: _Run) -> None:
     if run.ema is not None and "ema" in state:
         run.ema.load_state_dict(state["ema"])
     ckpt.set_rng_state(state["rng"])
+    if run.info.main and "record" in state:  # the log says what the checkpoint holds, each epoch once
+        rows = [r for r in read_jsonl(run.out / "metrics.jsonl") if r.get("epoch", 0) < state["record"]["epoch"]]
+        rows = list({r["epoch"]: r for r in rows}.values()) + [state["record"]]
+        write_jsonl(run.out / "metrics.jsonl", rows)
 
 
 def _save(run: _Run, directory: Path, epoch: int, metrics: dict | None = None, with_metrics: bool = True,
@@ -281,7 +310,13 @@ def _validate(run: _Run, epoch: int, record: dict, progress: bool) -> dict:
 def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistInfo) -> TrainResult:
     t_start = time.time()
     tc = cfg.train
+    if info.main:  # settle what a kill left in last/ and best/ (the newest complete copy of each stays)
+        for name in ("last", "best"):
+            atomicdir.recover(out / name)
+    ddp.barrier()
     _check_run_dir(out, resume)
+    if info.main and not resume:
+        _start_fresh(out)
     seed_everything(tc.seed + info.rank, tc.deterministic)
     run = _setup(cfg, out, info)
     cfg = run.cfg  # with the normalisation resolved
@@ -296,17 +331,18 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
     for epoch in range(run.start_epoch, tc.epochs):
         run.sampler.set_epoch(epoch)
         t0 = time.time()
-        loss = _train_epoch(run, tc, info, desc=f"epoch {epoch + 1}/{tc.epochs}", progress=progress,
-                            clock=_Clock(run.scheduler.elapsed), frozen=epoch < tc.freeze_encoder_epochs)
+        loss, images = _train_epoch(run, tc, info, desc=f"epoch {epoch + 1}/{tc.epochs}", progress=progress,
+                                    clock=_Clock(run.scheduler.elapsed), frozen=epoch < tc.freeze_encoder_epochs)
         seconds = time.time() - t0
+        # images actually seen: a time-cut last epoch stops early and must not count the steps it skipped
         record = {"epoch": epoch + 1, "train_loss": loss, "lr": run.optimizer.param_groups[0]["lr"],
-                  "seconds": round(seconds, 2), "images_per_s": round(len(run.loader) * tc.batch_size / seconds, 2)}
+                  "seconds": round(seconds, 2), "images": images, "images_per_s": round(images / seconds, 2)}
         out_of_time = run.scheduler.done
         if run.val_ds is not None and ((epoch + 1) % tc.val_every == 0 or out_of_time or epoch + 1 == tc.epochs):
             last_val = _validate(run, epoch, record, progress)
         if info.main:
             state = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(), "epoch": epoch,
-                     "best": run.best, "best_epoch": run.best_epoch, "rng": ckpt.rng_state()}
+                     "best": run.best, "best_epoch": run.best_epoch, "rng": ckpt.rng_state(), "record": record}
             if run.ema is not None:
                 state["ema"] = run.ema.state_dict()
             _save(run, out / "last", epoch + 1, last_val, train_state=state, model=run.model)
@@ -338,13 +374,15 @@ class _Clock:
         return ddp.broadcast_value(elapsed)  # every rank follows rank 0's clock
 
 
-def _train_epoch(run: _Run, tc, info, desc: str, progress: bool, clock: _Clock, frozen: bool = False) -> float:
+def _train_epoch(run: _Run, tc, info, desc: str, progress: bool, clock: _Clock,
+                 frozen: bool = False) -> tuple[float, int]:
+    """One epoch (or until the time budget is spent): (mean loss over processes, images seen by all)."""
     model, loader, criterion, optimizer = run.train_model, run.loader, run.criterion, run.optimizer
     scheduler, scaler, amp = run.scheduler, run.scaler, run.amp
     model.train()
     if tc.freeze_encoder_epochs:  # after train(): a frozen encoder's BatchNorm stays in eval mode
         set_encoder_frozen(run.model, frozen)
-    total, count = 0.0, 0
+    total, count, seen = 0.0, 0, 0
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     t0 = time.time()
     for step, (images, targets) in enumerate(bar):
@@ -372,10 +410,12 @@ def _train_epoch(run: _Run, tc, info, desc: str, progress: bool, clock: _Clock, 
         scheduler.step(clock(info) if scheduler.budget_s else None)
         total += loss.item()
         count += 1
+        seen += images.shape[0]
         if scheduler.done:
             break  # time budget spent: end the epoch here, validate and save
         if progress and (step % tc.log_every == 0 or step + 1 == len(loader)):
             ips = (step + 1) * images.shape[0] * info.world / max(1e-6, time.time() - t0)
             bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
                             img_s=f"{ips:.1f}")
-    return ddp.all_reduce_mean(total / max(1, count))
+    seen = int(round(ddp.all_reduce_mean(float(seen)) * info.world))
+    return ddp.all_reduce_mean(total / max(1, count)), seen
