@@ -226,6 +226,31 @@ def test_requests_in_progress_beyond_the_limit_get_json_503(served, settings):
     assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
 
 
+def test_a_head_whose_body_never_comes_gets_a_json_408(served, settings):
+    """The head is whole, the announced body never arrives: after header_timeout_s without data the
+    request ends with a JSON 408 and its slot is free (a slow body cannot hold the server)."""
+    port, server = served
+    sock = socket.create_connection(("127.0.0.1", port), timeout=settings.header_timeout_s + 10)
+    try:
+        start = time.monotonic()
+        sock.sendall(b"POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     b"Content-Length: 5000\r\n\r\n--b\r\n")
+        data = b""
+        while b"}" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        waited = time.monotonic() - start
+    finally:
+        sock.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408") and b"application/json" in head
+    assert "request body not received in time" in json.loads(body)["error"]
+    assert settings.header_timeout_s - 0.5 <= waited <= settings.header_timeout_s + 5
+    wait_for(lambda: len(server.server_state.tasks) == 0, 10, "the request to end")
+
+
 def test_header_timeout_setting_and_cli(model_dir, monkeypatch, capsys):
     from pixelwise.cli import main
     from pixelwise.errors import ConfigError

@@ -106,7 +106,8 @@ def create_app(model, settings: ServeSettings | None = None) -> FastAPI:
     # No /docs or /redoc: FastAPI's pages load their scripts from a CDN, and this server must work offline.
     app = FastAPI(title="pixelwise serve", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description=f"Segmentation with model '{info['name']}' ({len(info['classes'])} classes).")
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes, max_mb=settings.max_upload_mb)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes, max_mb=settings.max_upload_mb,
+                       idle_s=settings.header_timeout_s, total_s=settings.timeout_s)
     app.state.settings, app.state.predictor, app.state.predictors, app.state.pool = settings, predictor, predictors, pool
 
     @app.exception_handler(RequestError)
