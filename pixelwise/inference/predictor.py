@@ -44,6 +44,8 @@ from pixelwise.tasks import Prediction, TaskBase, task_for_model
 MIN_AGREEMENT = 0.995  # low precision is trusted when its answer matches fp32's on this share of pixels
 CALIBRATION_SIZE = 256
 CRF_PRESETS = ("default", "deeplab_v1", "deeplab_v2")
+ONE_PASS_PIXELS = 4096 * 4096  # an image larger than this, given no tile size, runs as AUTO_TILE-px tiles
+AUTO_TILE = 1024
 Outputs = dict[str, torch.Tensor]
 
 
@@ -237,19 +239,29 @@ class Predictor:
 
     # -- images of any size ----------------------------------------------------------------------------
 
+    def _tile_for(self, h: int, w: int) -> int | None:
+        """The tile size for an (h, w) input image: `tile`, or for an image past ONE_PASS_PIXELS that was
+        given none, AUTO_TILE (one pass over a 12000 x 12000 image needs tens of GB), said in a warning."""
+        if self.tile is None and h * w > ONE_PASS_PIXELS:
+            warnings.warn(f"a {w}x{h} image is too large for one pass (over {ONE_PASS_PIXELS} pixels): it runs as "
+                          f"{AUTO_TILE}-px tiles; set tile= (--tile) to choose", stacklevel=4)
+            return AUTO_TILE
+        return self.tile
+
     def _tiled(self, h: int, w: int) -> bool:
         """Whether an (h, w) input image runs as tiles (it is larger than one tile)."""
-        return self.tile is not None and max(h, w) > self.tile
+        tile = self._tile_for(h, w)
+        return tile is not None and max(h, w) > tile
 
     def _streams(self, h: int, w: int) -> bool:
         """Whether an (h, w) image is decoded band by band: tiled, a pointwise task, nothing that needs the
         whole image at once (a resize, the CRF)."""
         return self._tiled(h, w) and self.task.pointwise and not self.resize and self.crf is None
 
-    def _grid(self, h: int, w: int, scale: float = 1.0) -> sliding.TileGrid:
+    def _grid(self, h: int, w: int, tile: int, scale: float = 1.0) -> sliding.TileGrid:
         """Tiles over an (h, w) model-space image; `tile` counts input pixels, so with a config `resize`
         (model space = input x scale) a tile covers tile * scale model pixels."""
-        return sliding.make_grid(h, w, max(1, round(self.tile * scale)), self.overlap, self.align)
+        return sliding.make_grid(h, w, max(1, round(tile * scale)), self.overlap, self.align)
 
     def _tile_batch(self, grid: sliding.TileGrid) -> int:
         # Tiles per call: a batch of small tiles keeps the cores busy; one 1024-px tile already does, and
@@ -269,7 +281,7 @@ class Predictor:
             x = torch.nn.functional.interpolate(x.float(), size=(round(h * scale), round(w * scale)),
                                                 mode="bilinear", align_corners=False, antialias=scale < 1)
         if self._tiled(h, w):
-            grid = self._grid(*x.shape[-2:], scale)
+            grid = self._grid(*x.shape[-2:], self._tile_for(h, w), scale)
             parts = [sliding.stitch(self._run, sliding.tensor_fetcher(img.float().cpu()), grid, self.blend,
                                     self._tile_batch(grid)) for img in x]
             out = {k: parts[0][k][None] if len(parts) == 1 else torch.stack([p[k] for p in parts]) for k in parts[0]}
@@ -319,7 +331,7 @@ class Predictor:
             yield 0, h, self.task.decode(self.image_outputs(image))
             return
         fetch = sliding.uint8_fetcher(image, self.mean, self.std)
-        grid = self._grid(h, w)
+        grid = self._grid(h, w, self._tile_for(h, w))
         for y0, y1, band in sliding.iter_bands(self._run, fetch, grid, self.blend, self._tile_batch(grid)):
             yield y0, y1, self.task.decode(band)
 
