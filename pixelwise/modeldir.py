@@ -183,7 +183,10 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tor
     arch = config["arch"]
     kwargs = dict(arch.get("kwargs", {}))
     kwargs.pop("pretrained", None)  # weights come from the file, not from a hub
-    model = create_model(arch["name"], arch["num_classes"], **kwargs)
+    try:
+        model = create_model(arch["name"], arch["num_classes"], **kwargs)
+    except ModelError as exc:  # an unknown architecture, an option it lacks, a size past the limit
+        raise ModelError(f"{directory / CONFIG_NAME}: {exc}") from None
     state = read_weights(directory)
     path = directory / WEIGHTS_NAME
     own = model.state_dict()

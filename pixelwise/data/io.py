@@ -69,7 +69,9 @@ def open_image(source: str | Path | bytes, where: str | None = None, max_pixels:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(stream)
     except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"{where}: image too large ({exc}); the limit is {max_pixels} pixels") from None
+        declared = _declared_size(head)
+        size = f"{declared[1]}x{declared[2]} = {declared[1] * declared[2]} pixels" if declared else str(exc)
+        raise ImageTooLarge(f"{where}: image too large: {size}, over the limit of {max_pixels}") from None
     except UnidentifiedImageError:
         declared = _declared_size(head)
         if declared and 0 in declared[1:]:
