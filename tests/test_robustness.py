@@ -241,17 +241,29 @@ def test_disk_full_while_saving_names_the_device_and_keeps_the_checkpoint(model_
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 
-def test_a_time_cut_epoch_logs_the_images_it_saw(tmp_path):
+def test_a_time_cut_epoch_logs_the_images_it_saw(tmp_path, monkeypatch):
     """[W6] the last, time-cut epoch logged images/s as if it were whole."""
+    from pixelwise.engine import trainer
     from pixelwise.engine.logging import read_jsonl
-    from pixelwise.engine.trainer import train
 
+    class StepClock:  # 0.02 "seconds" a step: the 0.24 s budget runs out at step 12, mid epoch 2
+        def __init__(self, before):
+            self.before, self.calls = before, 0
+
+        def __call__(self, info):
+            self.calls += 1
+            return self.before + 0.02 * self.calls
+
+    monkeypatch.setattr(trainer, "_Clock", StepClock)
     cfg = load_config(tiny_recipe(tmp_path, batch_size=1, time_limit_min=0.004, epochs=50))
-    train(cfg, tmp_path / "run", progress=False)
+    trainer.train(cfg, tmp_path / "run", progress=False)
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     last = records[-1]
-    assert last["images"] < 8  # cut before the 8 images of a whole epoch (the old log counted all 8)
-    assert last["images_per_s"] == pytest.approx(last["images"] / last["seconds"], rel=0.2)  # seconds rounded
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert last["images"] == 4  # cut after 4 of the 8 images of a whole epoch (the old log counted all 8)
+    # the logged seconds are rounded to 1 ms: the rate must lie within what that rounding allows
+    low, high = last["seconds"] - 0.0005, last["seconds"] + 0.0005
+    assert last["images"] / high * 0.99 <= last["images_per_s"] <= last["images"] / max(low, 1e-6) * 1.01
 
 
 # ---- prediction [L3, T9, T10, W1-W3, W7] -----------------------------------------------------------------

@@ -336,7 +336,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
         seconds = time.time() - t0
         # images actually seen: a time-cut last epoch stops early and must not count the steps it skipped
         record = {"epoch": epoch + 1, "train_loss": loss, "lr": run.optimizer.param_groups[0]["lr"],
-                  "seconds": round(seconds, 2), "images": images, "images_per_s": round(images / seconds, 2)}
+                  "seconds": round(seconds, 3), "images": images, "images_per_s": round(images / seconds, 2)}
         out_of_time = run.scheduler.done
         if run.val_ds is not None and ((epoch + 1) % tc.val_every == 0 or out_of_time or epoch + 1 == tc.epochs):
             last_val = _validate(run, epoch, record, progress)
