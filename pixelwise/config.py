@@ -37,9 +37,48 @@ _Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:t
                                     list("tTfF"))
 
 
+MAX_NESTING = 32  # the deepest a recipe, an override or a reader option may nest lists and mappings
+
+
+class NestedTooDeep(yaml.YAMLError):
+    """YAML nested past MAX_NESTING levels (PyYAML itself would recurse until Python's limit)."""
+
+
 def load_yaml(text: str):
-    """YAML text -> plain data, with YAML 1.2 booleans (raises yaml.YAMLError)."""
-    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+    """YAML text -> plain data, with YAML 1.2 booleans (raises yaml.YAMLError; NestedTooDeep past
+    MAX_NESTING levels of lists and mappings)."""
+    try:
+        data = yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise NestedTooDeep(f"lists or mappings nested deeper than {MAX_NESTING} levels") from None
+    if _depth(data) > MAX_NESTING:
+        raise NestedTooDeep(f"lists or mappings nested deeper than {MAX_NESTING} levels")
+    return data
+
+
+def _depth(data) -> int:
+    """How deep lists and mappings nest in `data` (a scalar: 0), walked without recursion."""
+    deepest, todo = 0, [(data, 1)]
+    while todo:
+        node, level = todo.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if level <= MAX_NESTING:
+            todo.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _shown(value, limit: int = 120) -> str:
+    """`value` as a message quotes it: its repr (line breaks escaped), cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _printable(text) -> str:
+    """A key or an override as a message quotes it: unprintable characters (line breaks...) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 def checked(default=dataclasses.MISSING, *, lo: float | None = None, hi: float | None = None,
@@ -154,35 +193,35 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
                     near = exc
         if near is not None:
             raise near
-        raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"config key '{_printable(key)}': expected {_type_name(tp)}, got {_shown(value)}")
     if tp is Any:
         return value
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):
-            raise ConfigError(f"config key '{key}': expected a finite number, got {value!r}")
+            raise ConfigError(f"config key '{_printable(key)}': expected a finite number, got {_shown(value)}")
         return float(value)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+            raise ConfigError(f"config key '{_printable(key)}': expected a list, got {_shown(value)}")
         args = typing.get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis and len(args) != len(value):
-            raise ConfigError(f"config key '{key}': expected {len(args)} values, got {len(value)}")
+            raise ConfigError(f"config key '{_printable(key)}': expected {len(args)} values, got {len(value)}")
         item_types = args if origin is tuple and args and args[-1] is not Ellipsis else [args[0] if args else Any] * len(value)
         items = [_check_type(key, v, t) for v, t in zip(value, item_types)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+            raise ConfigError(f"config key '{_printable(key)}': expected a mapping, got {_shown(value)}")
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is not Any:
             return {k: _check_type(f"{key}.{k}", v, args[1]) for k, v in value.items()}
         return dict(value)
     if isinstance(tp, type):
         if tp is int and isinstance(value, bool):
-            raise ConfigError(f"config key '{key}': expected int, got {value!r}")
+            raise ConfigError(f"config key '{_printable(key)}': expected int, got {_shown(value)}")
         if isinstance(value, tp):
             return value
-    raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    raise ConfigError(f"config key '{_printable(key)}': expected {_type_name(tp)}, got {_shown(value)}")
 
 
 def _type_name(tp: Any) -> str:
@@ -196,12 +235,13 @@ def build_dataclass(cls: type, values: dict, prefix: str = ""):
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
+        shown = _printable(f"{prefix}{key}")
         if key not in names:
-            raise ConfigError(f"config key '{prefix}{key}' does not exist (known: {', '.join(sorted(names))})")
+            raise ConfigError(f"config key '{shown}' does not exist (known: {', '.join(sorted(names))})")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
-                raise ConfigError(f"config key '{prefix}{key}': expected a mapping, got {value!r}")
+                raise ConfigError(f"config key '{shown}': expected a mapping, got {_shown(value)}")
             kwargs[key] = build_dataclass(tp, value, f"{prefix}{key}.")
         else:
             kwargs[key] = _check_type(prefix + key, value, tp)
@@ -224,20 +264,21 @@ def _check_field(key: str, value, rule) -> None:
     """The range or choices of a `checked` field, for its value or each of its items."""
     if rule.get("choices") is not None:
         if value is not None and value not in rule["choices"]:
-            raise ConfigError(f"config key '{key}': {value!r} is not one of {', '.join(map(str, rule['choices']))}")
+            raise ConfigError(f"config key '{_printable(key)}': {_shown(value)} is not one of "
+                              f"{', '.join(map(str, rule['choices']))}")
         return
     lo, hi = rule.get("lo"), rule.get("hi")
     for item in _items(value):
         if item is None or isinstance(item, (str, bool)) or not isinstance(item, (int, float)):
             continue
         if not math.isfinite(item):
-            raise ConfigError(f"config key '{key}': expected a finite number, got {item!r}")
+            raise ConfigError(f"config key '{_printable(key)}': expected a finite number, got {_shown(item)}")
         low_bad = lo is not None and (item <= lo if rule["lo_open"] else item < lo)
         high_bad = hi is not None and (item >= hi if rule["hi_open"] else item > hi)
         if low_bad or high_bad:
             left, right = "(" if rule["lo_open"] else "[", ")" if rule["hi_open"] else "]"
             span = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
-            raise ConfigError(f"config key '{key}': {item!r} is outside {span}")
+            raise ConfigError(f"config key '{_printable(key)}': {_shown(item)} is outside {span}")
 
 
 def config_from_dict(values: dict) -> Config:
@@ -266,9 +307,11 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"override '{item}': expected KEY=VALUE, e.g. train.epochs=5")
+            raise ConfigError(f"override '{_printable(item)}': expected KEY=VALUE, e.g. train.epochs=5")
         try:
             value = load_yaml(raw) if raw != "" else None
+        except NestedTooDeep as exc:
+            raise ConfigError(f"override '{_printable(key)}': {exc}") from None
         except yaml.YAMLError:
             value = raw
         parts = key.split(".")
@@ -278,7 +321,7 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override '{item}': '{part}' is not a section")
+                raise ConfigError(f"override '{_printable(item)}': '{_printable(part)}' is not a section")
         node[parts[-1]] = value
     return values
 

@@ -184,7 +184,7 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tor
     kwargs = dict(arch.get("kwargs", {}))
     kwargs.pop("pretrained", None)  # weights come from the file, not from a hub
     try:
-        model = create_model(arch["name"], arch["num_classes"], **kwargs)
+        model = create_model(arch["name"], arch["num_classes"], kwargs=kwargs)
     except ModelError as exc:  # an unknown architecture, an option it lacks, a size past the limit
         raise ModelError(f"{directory / CONFIG_NAME}: {exc}") from None
     state = read_weights(directory)

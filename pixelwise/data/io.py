@@ -79,14 +79,20 @@ def open_image(source: str | Path | bytes, where: str | None = None, max_pixels:
                             f"{declared[1]}x{declared[2]})") from None
         raise DataError(f"{where}: not an image (the format of this file is not known; it starts "
                         f"{head[:8]!r})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{where}: truncated or corrupt image: its header cannot be read ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - PIL's parsers raise KeyError, struct.error... on hostile bytes
+        raise DataError(f"{where}: truncated or corrupt image: its header cannot be read "
+                        f"({_reason(exc)})") from None
     w, h = img.size
     if w <= 0 or h <= 0:
         raise DataError(f"{where}: zero-size image ({w}x{h})")
     if w * h > max_pixels:
         raise ImageTooLarge(f"{where}: image too large: {w}x{h} = {w * h} pixels, over the limit of {max_pixels}")
-    frames = getattr(img, "n_frames", 1)
+    try:
+        frames = getattr(img, "n_frames", 1)  # counting seeks through every frame's header
+        img.seek(0)
+    except Exception as exc:  # noqa: BLE001 - as above: a later frame's header is broken
+        raise DataError(f"{where}: truncated or corrupt image ({img.format or 'unknown format'} {w}x{h}): a "
+                        f"later frame cannot be read ({_reason(exc)})") from None
     if frames > 1:
         warnings.warn(f"{where}: {frames} frames (a multi-page or animated image); only the first is read",
                       stacklevel=3)
@@ -97,10 +103,19 @@ def open_image(source: str | Path | bytes, where: str | None = None, max_pixels:
             img = ImageOps.exif_transpose(img)
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"{where}: image too large ({exc})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except MemoryError:
+        raise ImageTooLarge(f"{where}: not enough memory to decode this {img.format or 'unknown format'} "
+                            f"{w}x{h} image") from None
+    except Exception as exc:  # noqa: BLE001 - a decoder's own errors on a damaged file
         raise DataError(f"{where}: truncated or corrupt image ({img.format or 'unknown format'} {w}x{h}): "
-                        f"{exc}") from None
+                        f"{_reason(exc)}") from None
     return img
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for a decoder's exception: its message, or its type where it has none."""
+    text = " ".join(str(exc).split())[:200]
+    return text or type(exc).__name__
 
 
 def to_rgb(img: Image.Image) -> np.ndarray:
@@ -139,7 +154,11 @@ def read_mask(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: mask is {img.mode}-coded, expected an index (palette or greyscale) PNG;"
                         " use the 'colormask' format for colour-coded masks")
     if img.mode not in ("P", "L", "I", "I;16", "1"):
-        img = img.convert("L")
+        try:
+            img = img.convert("L")
+        except ValueError:
+            raise DataError(f"{path}: a {img.mode} image cannot be read as a mask; expected an index (palette "
+                            "or greyscale) image") from None
     return np.asarray(img).astype(np.int64)
 
 

@@ -56,10 +56,12 @@ def create_model(name: str, num_classes: int, kwargs: Mapping[str, Any] | None =
     `pretrained` is left out of the recorded kwargs: a rebuilt model gets its weights from the saved file.
     Unknown names and options raise ModelError.
     """
-    if name not in MODELS:
+    if not isinstance(name, str) or name not in MODELS:
         raise ModelError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ModelError(f"model {name!r}: num_classes must be a positive integer, got {num_classes!r}")
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise ModelError(f"model {name!r}: kwargs must be a mapping of option names to values, got {kwargs!r:.80}")
     options = {**dict(kwargs or {}), **options}
     builder = MODELS[name]
     params = inspect.signature(builder).parameters

@@ -5,8 +5,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixelwise.errors import ModelError
 from pixelwise.models.blocks import resize
 from pixelwise.models.encoders import encoder_norm
+
+# Deepest encoder a plain U-Net / SegNet-Basic may ask for: stride 2**10 = 1024 px already pads a
+# 1024-px tile to one position at the bottleneck. A config asking for more is refused before the
+# builder loops over `depth` levels (10**6 levels would run for minutes, even on the meta device).
+MAX_DEPTH = 10
+
+
+def check_depth(model: str, depth) -> int:
+    """`depth` if it is an integer in 1..MAX_DEPTH, else a ModelError naming `model`."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:
+        raise ModelError(f"{model}: depth must be an integer in 1..{MAX_DEPTH}, got {depth!r}")
+    return depth
 
 
 def pad_to_stride(x: torch.Tensor, stride: int) -> torch.Tensor:

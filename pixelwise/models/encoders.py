@@ -65,6 +65,8 @@ def create_encoder(name: str, pretrained: bool | str | os.PathLike | None = None
     pretrained: None/False, True/"imagenet"/a timm tag, or a local weights file (see module docstring).
     timm_kwargs: passed to `timm.create_model` (e.g. `dynamic_img_size=True` for ViTs).
     """
+    if not isinstance(name, str) or not name:
+        raise ModelError(f"encoder must be a timm model name (a string), got {name!r:.80}")
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('.')[0]}*")[:8]
         hint = f"; similar: {', '.join(close)}" if close else "; see timm.list_models()"

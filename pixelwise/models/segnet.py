@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelwise.errors import ModelError
-from pixelwise.models.base import SegmentationModel
+from pixelwise.models.base import SegmentationModel, check_depth
 from pixelwise.models.blocks import ConvNormAct
 from pixelwise.models.encoders import create_encoder
 
@@ -111,8 +111,9 @@ def segnet_basic(num_classes: int, width: int = 64, depth: int = 4) -> Segmentat
     Departure: the local contrast normalisation layer on the input is left out (inputs are normalised
     by the data pipeline).
     """
-    if width < 1 or depth < 1:
-        raise ModelError(f"segnet_basic: width and depth must be positive, got {width}, {depth}")
+    check_depth("segnet_basic", depth)
+    if width < 1:
+        raise ModelError(f"segnet_basic: width must be positive, got {width}")
     head = nn.Conv2d(width, num_classes, 1)
     return SegmentationModel(BasicEncoder(width, depth), BasicDecoder(width, depth), head, num_classes,
                              stride=2**depth)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelwise.errors import ModelError
-from pixelwise.models.base import SegmentationModel
+from pixelwise.models.base import SegmentationModel, check_depth
 from pixelwise.models.blocks import DoubleConv, resize
 from pixelwise.models.encoders import create_encoder
 
@@ -116,9 +116,7 @@ def unet(num_classes: int, encoder: str | None = None, base_channels: int = 64, 
     if base_channels < 1:
         raise ModelError(f"unet: base_channels must be positive, got {base_channels}")
     if encoder is None:
-        depth = 4 if depth is None else depth
-        if depth < 1:
-            raise ModelError(f"unet: depth must be at least 1, got {depth}")
+        depth = check_depth("unet", 4 if depth is None else depth)
         if pretrained not in (None, False):
             raise ModelError("unet: pretrained weights need a timm encoder (encoder='resnet34', ...)")
         widths = [base_channels * 2**i for i in range(depth + 1)]
@@ -127,6 +125,7 @@ def unet(num_classes: int, encoder: str | None = None, base_channels: int = 64, 
     else:
         keep = None
         if depth is not None:
+            check_depth("unet", depth)
             with torch.device("meta"):  # reductions only: no memory, no init cost
                 reductions = create_encoder(encoder).reductions
             keep = [i for i, r in enumerate(reductions) if r <= 2**depth]

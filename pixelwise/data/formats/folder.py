@@ -30,6 +30,7 @@ from pixelwise.data.formats import (check_size, identity_lut, index_mask_loader,
                                     require_records)
 from pixelwise.data.io import IMAGE_SUFFIXES, list_images, read_image, read_mask
 from pixelwise.data.sample import Sample
+from pixelwise.constants import IGNORE_INDEX
 from pixelwise.errors import DataError
 
 IMAGE_DIRS = ("images", "image", "img")
@@ -134,6 +135,24 @@ def _multilabel_root(root: Path, split: str) -> Path | None:
     return None
 
 
+MAX_RAW_VALUE = 65535  # a 16-bit mask's largest value
+
+
+def _checked_remap(root: Path, remap, num_classes: int) -> dict[int, int]:
+    """remap as {raw: label}: raw values 0..65535, labels class ids or 255 (void); else a DataError."""
+    if not isinstance(remap, dict):
+        raise DataError(f"{root}: option remap must be a mapping {{raw value: label}}, got {remap!r:.80}")
+    checked = {}
+    for raw, label in remap.items():
+        raw, label = (int(v) if isinstance(v, str) and v.isdigit() else v for v in (raw, label))  # JSON keys
+        ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (raw, label))
+        if not ok or not 0 <= raw <= MAX_RAW_VALUE or not (0 <= label < num_classes or label == IGNORE_INDEX):
+            raise DataError(f"{root}: option remap {raw!r}: {label!r} must map a mask value 0..{MAX_RAW_VALUE} "
+                            f"to a class id 0..{num_classes - 1} or {IGNORE_INDEX} (void)")
+        checked[raw] = label
+    return checked
+
+
 def open_folder(root: Path, split: str, classes: list[str] | None = None, palette=None,
                 mask_suffix: str = "", remap: dict[int, int] | None = None) -> SegmentationDataset:
     """Read the folder layout (see the module docstring)."""
@@ -152,16 +171,21 @@ def open_folder(root: Path, split: str, classes: list[str] | None = None, palett
         pairs = find_pairs(root, split, mask_suffix, class_names=classes)
         return SegmentationDataset(pairs, partial(_load_class_masks, classes), classes,
                                    [tuple(c) for c in palette or []], name=f"folder:{root} [{split}]")
+    where = f"{root}: option classes"
     if classes is None:
         if not (root / "classes.txt").is_file():
             raise DataError(f"{root}: no classes.txt (one class name per line); write one or pass classes=[...]")
-        classes = read_class_file(root / "classes.txt")
+        classes, where = read_class_file(root / "classes.txt"), str(root / "classes.txt")
     if not classes:
         raise DataError(f"{root}: the class list is empty")
+    if len(classes) > IGNORE_INDEX:  # ids 0..254: 255 is the void label of every index mask
+        raise DataError(f"{where}: {len(classes)} classes; index masks hold at most {IGNORE_INDEX} "
+                        f"(ids 0..{IGNORE_INDEX - 1}, {IGNORE_INDEX} is void)")
     pairs = find_pairs(root, split, mask_suffix)
     lut = identity_lut(len(classes))
     if remap:
-        lut = label_lut({i: int(v) for i, v in enumerate(lut) if v >= 0} | {int(k): int(v) for k, v in remap.items()})
+        lut = label_lut({i: int(v) for i, v in enumerate(lut) if v >= 0} | _checked_remap(root, remap, len(classes)),
+                        size=MAX_RAW_VALUE + 1)
     expected = f"0..{len(classes) - 1}, 255 = void" + (f", remapped {remap}" if remap else "")
     load = pair_loader(index_mask_loader(lut, expected))
     return SegmentationDataset(pairs, load, list(classes), [tuple(c) for c in palette or []],
