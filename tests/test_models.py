@@ -185,7 +185,8 @@ def test_encoder_loads_local_weights(tmp_path):
     assert torch.equal(unet.encoder.model.layer1[0].conv1.weight, source["layer1.0.conv1.weight"])
     assert "pretrained" not in unet.pixelwise_arch["kwargs"]
     # one-channel input: the first conv is adapted (summed over RGB, as timm does)
-    gray = create_encoder("resnet18", pretrained=st, in_chans=1)
+    with pytest.warns(UserWarning, match="conv1.weight adapted from 3 to 1 input channels"):
+        gray = create_encoder("resnet18", pretrained=st, in_chans=1)
     assert gray.model.conv1.weight.shape[1] == 1
 
     bad = tmp_path / "other.safetensors"

@@ -1,7 +1,9 @@
 """Architectures: `MODELS` maps a name to a builder `builder(num_classes, **kwargs) -> nn.Module`.
 
 Adding an architecture is one file in this package and one line in `MODELS`; the parametrized model
-test picks it up. Every model maps (N, 3, H, W) floats to logits (N, num_classes, H, W) for any H, W.
+test picks it up. Every model maps (N, in_chans, H, W) floats to logits (N, num_classes, H, W) for any H, W;
+every builder takes `in_chans` (default 3, up to 64 for multispectral imagery), and pretrained RGB weights
+of the first convolution are adapted to it (see `pixelwise.models.encoders`).
 """
 from __future__ import annotations
 
@@ -102,14 +104,14 @@ def model_paper(name: str) -> str:
 def model_info(name: str, num_classes: int = 21, size: int = 512, **options: Any) -> dict[str, Any]:
     """{"name", "params", "gflops", "paper"} of architecture `name` with its defaults (or `options`).
 
-    gflops: one forward of a 1x3xsize x size input, in multiply-accumulates (1 multiply-add = 1 FLOP,
-    the papers' and fvcore's convention; see `count_gflops`). Built on the meta device: no weights are
-    allocated, so even the 134M-parameter FCN-8s costs milliseconds.
+    gflops: one forward of a 1 x in_chans x size x size input (in_chans from `options`, default 3), in
+    multiply-accumulates (1 multiply-add = 1 FLOP, the papers' and fvcore's convention; see `count_gflops`).
+    Built on the meta device: no weights are allocated, so even the 134M-parameter FCN-8s costs milliseconds.
     """
     with torch.device("meta"):
         model = create_model(name, num_classes, **options)
-    return {"name": name, "params": count_params(model), "gflops": round(count_gflops(model, size), 2),
-            "paper": model_paper(name)}
+    gflops = count_gflops(model, size, in_chans=options.get("in_chans", 3))
+    return {"name": name, "params": count_params(model), "gflops": round(gflops, 2), "paper": model_paper(name)}
 
 
 def _jsonable(value: Any) -> Any:

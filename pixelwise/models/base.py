@@ -51,8 +51,9 @@ class SegmentationModel(nn.Module):
     coarser, and cropped back to (H, W). The encoder returns whatever its decoder consumes (a list of
     feature maps, shallow to deep); `aux_head`, when given, takes that same list.
 
-    Attributes: `stride`, `num_classes`, `encoder_name` (timm name or None), `norm` = (mean, std) the
-    encoder's pretrained weights expect.
+    Attributes: `stride`, `num_classes`, `in_chans` (the encoder's input channels), `encoder_name` (timm
+    name or None), `norm` = (mean, std) the encoder's pretrained weights expect (RGB statistics, whatever
+    `in_chans` is).
     """
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, head: nn.Module, num_classes: int, stride: int,
@@ -64,6 +65,7 @@ class SegmentationModel(nn.Module):
         self.aux_head = aux_head
         self.num_classes = num_classes
         self.stride = int(stride)
+        self.in_chans = int(getattr(encoder, "in_chans", 3))
         self.encoder_name = encoder_name
         self.norm = getattr(encoder, "norm", None) or encoder_norm(encoder_name)  # what its weights expect
 

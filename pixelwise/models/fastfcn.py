@@ -13,7 +13,7 @@ from torch import nn
 from pixelwise.errors import ModelError
 from pixelwise.models.base import SegmentationModel
 from pixelwise.models.blocks import ASPP, JPU, AuxHead, ConvNormAct, FCNHead
-from pixelwise.models.encoders import create_encoder
+from pixelwise.models.encoders import check_in_chans, create_encoder
 
 PAPER = "FastFCN: Rethinking Dilated Convolution in the Backbone for Semantic Segmentation (arXiv 1903.11816)"
 
@@ -32,8 +32,8 @@ class JPUDecoder(nn.Module):
 
 
 def fastfcn(num_classes: int, encoder: str = "resnet50", head: str = "aspp", width: int = 512, aux: bool = True,
-            pretrained=None) -> SegmentationModel:
-    """FastFCN (arXiv 1903.11816). (N, 3, H, W) -> logits (N, num_classes, H, W) for any H, W.
+            in_chans: int = 3, pretrained=None) -> SegmentationModel:
+    """FastFCN (arXiv 1903.11816). (N, in_chans, H, W) -> logits (N, num_classes, H, W) for any H, W.
 
     The backbone runs undilated (output stride 32, the speed-up the paper is about); the JPU takes its
     stride 8/16/32 features, projects each to `width` (512) channels, upsamples them to stride 8 and mixes
@@ -42,11 +42,13 @@ def fastfcn(num_classes: int, encoder: str = "resnet50", head: str = "aspp", wid
     classifier); head="fcn": the FCN head (3x3 conv to a quarter of the channels, 1x1 classifier).
     aux=True (default, as in the FastFCN recipes) adds an FCN head on the stride-16 stage; in training
     mode the model returns {"out", "aux"}. Default backbone ResNet-50 (the paper's ablations; ResNet-101
-    for its final results).
+    for its final results). in_chans: input channels of the backbone's first conv (pretrained RGB weights
+    adapted, see `create_encoder`).
     """
+    check_in_chans("fastfcn", in_chans)
     if head not in ("aspp", "fcn"):
         raise ModelError(f"fastfcn: head must be 'aspp' or 'fcn', got {head!r}")
-    enc = create_encoder(encoder, pretrained=pretrained)
+    enc = create_encoder(encoder, pretrained=pretrained, in_chans=in_chans)
     indices = []
     for stride in (8, 16, 32):
         if stride not in enc.reductions:

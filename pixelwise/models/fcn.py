@@ -11,7 +11,7 @@ from torch import nn
 from pixelwise.errors import ModelError
 from pixelwise.models.base import SegmentationModel
 from pixelwise.models.blocks import BilinearConvTranspose
-from pixelwise.models.encoders import create_encoder, pretrained_full_state
+from pixelwise.models.encoders import check_in_chans, create_encoder, pretrained_full_state
 
 PAPER = "Fully Convolutional Networks for Semantic Segmentation (arXiv 1411.4038)"
 
@@ -53,7 +53,9 @@ class FCNDecoder(nn.Module):
         return self.up_final(score)
 
 
-def _fcn(num_classes: int, n_skips: int, encoder: str, fc_channels: int, pretrained) -> SegmentationModel:
+def _fcn(num_classes: int, n_skips: int, encoder: str, fc_channels: int, pretrained,
+         in_chans: int = 3) -> SegmentationModel:
+    check_in_chans(("fcn32s", "fcn16s", "fcn8s")[n_skips], in_chans)
     with torch.device("meta"):  # reductions only
         reductions = create_encoder(encoder).reductions
     if max(reductions) != 32:
@@ -68,7 +70,7 @@ def _fcn(num_classes: int, n_skips: int, encoder: str, fc_channels: int, pretrai
             pool_first.append(True)
         else:
             raise ModelError(f"fcn: encoder {encoder!r} has no feature at stride {stride} ({reductions})")
-    enc = create_encoder(encoder, pretrained=pretrained, out_indices=indices)
+    enc = create_encoder(encoder, pretrained=pretrained, in_chans=in_chans, out_indices=indices)
     is_vgg = encoder.split(".")[0].startswith("vgg")
     decoder = FCNDecoder(enc.channels, pool_first, num_classes, fc_channels if is_vgg else None)
     if is_vgg and pretrained not in (None, False):
@@ -87,7 +89,7 @@ def _load_vgg_fc(fc: nn.Sequential, encoder: str, pretrained) -> None:
                 conv.bias.copy_(b)
 
 
-_DOC = """{name} (arXiv 1411.4038). (N, 3, H, W) -> logits (N, num_classes, H, W) for any H, W.
+_DOC = """{name} (arXiv 1411.4038). (N, in_chans, H, W) -> logits (N, num_classes, H, W) for any H, W.
 
     {what}
 
@@ -102,19 +104,23 @@ _DOC = """{name} (arXiv 1411.4038). (N, 3, H, W) -> logits (N, num_classes, H, W
     100-pixel padding of conv1_1 and crop layers (same result shape for any size, no wasted compute);
     skip scores are fused without the "at-once" variant's 0.01 / 0.0001 scale layers (the skip scorers
     start at zero, so the skips enter training gradually anyway). fc_channels=0 scores pool5 directly.
+    in_chans: input channels of the encoder's first conv (pretrained RGB weights adapted, see `create_encoder`).
     """
 
 
-def fcn32s(num_classes: int, encoder: str = "vgg16", fc_channels: int = 4096, pretrained=None) -> SegmentationModel:
-    return _fcn(num_classes, 0, encoder, fc_channels, pretrained)
+def fcn32s(num_classes: int, encoder: str = "vgg16", fc_channels: int = 4096, in_chans: int = 3,
+           pretrained=None) -> SegmentationModel:
+    return _fcn(num_classes, 0, encoder, fc_channels, pretrained, in_chans)
 
 
-def fcn16s(num_classes: int, encoder: str = "vgg16", fc_channels: int = 4096, pretrained=None) -> SegmentationModel:
-    return _fcn(num_classes, 1, encoder, fc_channels, pretrained)
+def fcn16s(num_classes: int, encoder: str = "vgg16", fc_channels: int = 4096, in_chans: int = 3,
+           pretrained=None) -> SegmentationModel:
+    return _fcn(num_classes, 1, encoder, fc_channels, pretrained, in_chans)
 
 
-def fcn8s(num_classes: int, encoder: str = "vgg16", fc_channels: int = 4096, pretrained=None) -> SegmentationModel:
-    return _fcn(num_classes, 2, encoder, fc_channels, pretrained)
+def fcn8s(num_classes: int, encoder: str = "vgg16", fc_channels: int = 4096, in_chans: int = 3,
+          pretrained=None) -> SegmentationModel:
+    return _fcn(num_classes, 2, encoder, fc_channels, pretrained, in_chans)
 
 
 fcn32s.__doc__ = _DOC.format(name="FCN-32s", what="Stride-32 class scores upsampled 32x in one step.")

@@ -15,8 +15,9 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def count_gflops(model: nn.Module, size: int | tuple[int, int] = 512, in_chans: int = 3) -> float:
-    """GFLOPs of one eval-mode forward of a (1, in_chans, H, W) input, size = H = W or (H, W).
+def count_gflops(model: nn.Module, size: int | tuple[int, int] = 512, in_chans: int | None = None) -> float:
+    """GFLOPs of one eval-mode forward of a (1, in_chans, H, W) input, size = H = W or (H, W); in_chans
+    None: the model's own (`model.in_chans`, 3 for a model without one).
 
     Counted as multiply-accumulates: one multiply-add is one FLOP, the convention of the segmentation
     papers' tables, fvcore and mmsegmentation's get_flops. FlopCounterMode counts two FLOPs per
@@ -24,6 +25,7 @@ def count_gflops(model: nn.Module, size: int | tuple[int, int] = 512, in_chans: 
     elementwise ops, norms or pooling), as fvcore does.
     """
     h, w = (size, size) if isinstance(size, int) else size
+    in_chans = getattr(model, "in_chans", 3) if in_chans is None else in_chans
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     x = torch.zeros(1, in_chans, h, w, device=device)

@@ -13,7 +13,7 @@ from torch import nn
 from pixelwise.errors import ModelError
 from pixelwise.models.base import encode_padded
 from pixelwise.models.blocks import ASPP, ConvNormAct, SeparableConv, resize
-from pixelwise.models.encoders import create_encoder, encoder_norm
+from pixelwise.models.encoders import check_in_chans, create_encoder, encoder_norm
 
 PAPER = ("Panoptic-DeepLab: A Simple, Strong, and Fast Baseline for Bottom-Up Panoptic Segmentation "
          "(arXiv 1911.10194)")
@@ -47,13 +47,13 @@ def _head(cin: int, mid: int, cout: int) -> nn.Sequential:
 
 
 class PanopticDeepLab(nn.Module):
-    """forward: x float (N, 3, H, W), any H and W -> dict of tensors at the input size:
+    """forward: x float (N, in_chans, H, W), any H and W -> dict of tensors at the input size:
     "out" semantic logits (N, num_classes, H, W), "center" heatmap (N, 1, H, W), "offset" (N, 2, H, W)
     = (dy, dx) in input pixels from each pixel to its instance centre. Same in train and eval mode.
 
     The heads run at stride 4; their outputs are bilinearly upsampled, the offsets also scaled by the
     upsampling factor (they are regressed in stride-4 units, as detectron2 does).
-    Attributes: stride, num_classes, encoder_name, norm, targets (options of
+    Attributes: stride, num_classes, in_chans, encoder_name, norm, targets (options of
     `tasks.panoptic.targets.panoptic_targets` the heads are trained for: sigma, small_area, small_weight) and
     postprocess (default options of `tasks.panoptic.postprocess.panoptic_segmentation`).
     """
@@ -66,6 +66,7 @@ class PanopticDeepLab(nn.Module):
         self.semantic_decoder, self.instance_decoder = semantic_decoder, instance_decoder
         self.semantic_head, self.center_head, self.offset_head = semantic_head, center_head, offset_head
         self.num_classes, self.stride, self.encoder_name = num_classes, int(stride), encoder_name
+        self.in_chans = int(getattr(encoder, "in_chans", 3))
         self.norm = encoder_norm(encoder_name)
         self.targets = dict(targets)
         self.postprocess = dict(postprocess)
@@ -86,8 +87,8 @@ def panoptic_deeplab(num_classes: int, encoder: str = "resnet50", output_stride:
                      instance_decoder_channels: int = 128, head_channels: int = 32, center_sigma: float = 8.0,
                      center_threshold: float = 0.1, nms_kernel: int = 7, top_k: int = 200, stuff_area: int = 2048,
                      small_instance_area: int = 4096, small_instance_weight: float = 3.0,
-                     pretrained=None) -> PanopticDeepLab:
-    """Panoptic-DeepLab (Cheng et al., arXiv 1911.10194). (N, 3, H, W) -> {"out", "center", "offset"}.
+                     in_chans: int = 3, pretrained=None) -> PanopticDeepLab:
+    """Panoptic-DeepLab (Cheng et al., arXiv 1911.10194). (N, in_chans, H, W) -> {"out", "center", "offset"}.
 
     Encoder through timm, dilated to output_stride 16 (default) or 8; two decoders as the paper's: ASPP
     (rates (6, 12, 18) at stride 16, doubled at 8) and fusion with the stride-8 and stride-4 features
@@ -97,11 +98,13 @@ def panoptic_deeplab(num_classes: int, encoder: str = "resnet50", output_stride:
     pixels of the Gaussian center targets; small_instance_area / small_instance_weight: pixels of instances
     smaller than the area weigh that much in the semantic loss (64 x 64 and 3 in the paper; 1 turns it
     off, e.g. where every object is small). center_threshold, nms_kernel, top_k, stuff_area: defaults of the
-    post-processing (Cityscapes values of the paper) recorded with the model.
+    post-processing (Cityscapes values of the paper) recorded with the model. in_chans: input channels of the
+    backbone's first conv (pretrained RGB weights adapted, see `create_encoder`).
     """
+    check_in_chans("panoptic_deeplab", in_chans)
     if output_stride not in (8, 16, 32):
         raise ModelError(f"output_stride must be 8, 16 or 32, got {output_stride!r}")
-    enc = create_encoder(encoder, pretrained=pretrained, output_stride=output_stride)
+    enc = create_encoder(encoder, pretrained=pretrained, output_stride=output_stride, in_chans=in_chans)
     if 4 not in enc.reductions or 8 not in enc.reductions:
         raise ModelError(f"panoptic_deeplab: encoder {encoder!r} has no stride-4 and stride-8 features "
                          f"({enc.reductions})")

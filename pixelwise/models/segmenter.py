@@ -16,7 +16,7 @@ from torch import nn
 
 from pixelwise.errors import ModelError
 from pixelwise.models.base import SegmentationModel
-from pixelwise.models.encoders import create_encoder
+from pixelwise.models.encoders import check_in_chans, create_encoder
 
 PAPER = "Segmenter: Transformer for Semantic Segmentation (arXiv 2105.05633)"
 
@@ -104,8 +104,9 @@ def _vit_name(encoder: str, patch_size: int | None) -> tuple[str, dict]:
 
 
 def segmenter(num_classes: int, encoder: str = "vit_small_patch16_384", patch_size: int | None = None,
-              decoder: str = "mask", n_layers: int = 2, drop_path: float = 0.1, pretrained=None) -> SegmentationModel:
-    """Segmenter (arXiv 2105.05633). (N, 3, H, W) -> logits (N, num_classes, H, W) for any H, W.
+              decoder: str = "mask", n_layers: int = 2, drop_path: float = 0.1, in_chans: int = 3,
+              pretrained=None) -> SegmentationModel:
+    """Segmenter (arXiv 2105.05633). (N, in_chans, H, W) -> logits (N, num_classes, H, W) for any H, W.
 
     Encoder: a timm ViT ("vit_tiny_patch16_384", "vit_small_patch16_384" default = Seg-S/16,
     "vit_base_patch16_384", ...); patch_size 8/16/32 picks the sibling timm model (e.g.
@@ -115,11 +116,13 @@ def segmenter(num_classes: int, encoder: str = "vit_small_patch16_384", patch_si
     decoder="mask": the mask transformer (`n_layers` blocks of the encoder's width, heads = width/64,
     dropout 0.1); decoder="linear": a point-wise linear layer. Patch-level scores are upsampled bilinearly.
     Seg-S/16 with the mask decoder has about 25.9M parameters for 150 classes.
+    in_chans: input channels of the patch embedding (pretrained RGB weights adapted, see `create_encoder`).
     """
+    check_in_chans("segmenter", in_chans)
     if decoder not in ("mask", "linear"):
         raise ModelError(f"segmenter: decoder must be 'mask' or 'linear', got {decoder!r}")
     name, extra = _vit_name(encoder, patch_size)
-    enc = create_encoder(name, pretrained=pretrained, out_indices=(-1,), dynamic_img_size=True,
+    enc = create_encoder(name, pretrained=pretrained, in_chans=in_chans, out_indices=(-1,), dynamic_img_size=True,
                          drop_path_rate=drop_path, feature_cls=NormedFeatureGetter, **extra)
     dim, stride = enc.channels[-1], enc.reductions[-1]
     dec = MaskTransformer(dim, num_classes, n_layers) if decoder == "mask" else LinearDecoder(dim, num_classes)

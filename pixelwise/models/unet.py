@@ -14,17 +14,19 @@ from torch import nn
 from pixelwise.errors import ModelError
 from pixelwise.models.base import SegmentationModel, check_depth
 from pixelwise.models.blocks import DoubleConv, resize
-from pixelwise.models.encoders import create_encoder
+from pixelwise.models.encoders import check_in_chans, create_encoder
 
 PAPER = "U-Net: Convolutional Networks for Biomedical Image Segmentation (arXiv 1505.04597)"
 
 
 class PlainEncoder(nn.Module):
     """The paper's contracting path: a DoubleConv per level with a 2x2 max-pool before every level but
-    the first. (N, 3, H, W) -> [(N, widths[i], H / 2**i, W / 2**i) for each level]."""
+    the first; the first conv takes `in_chans` channels.
+    (N, in_chans, H, W) -> [(N, widths[i], H / 2**i, W / 2**i) for each level]."""
 
     def __init__(self, widths: Sequence[int], in_chans: int = 3):
         super().__init__()
+        self.in_chans = in_chans
         self.stages = nn.ModuleList(DoubleConv(cin, cout) for cin, cout in zip([in_chans, *widths[:-1]], widths))
         self.channels = list(widths)
         self.reductions = [2**i for i in range(len(widths))]
@@ -95,8 +97,8 @@ class UNetDecoder(nn.Module):
 
 
 def unet(num_classes: int, encoder: str | None = None, base_channels: int = 64, depth: int | None = None,
-         bilinear: bool = False, pretrained=None) -> SegmentationModel:
-    """U-Net (arXiv 1505.04597). (N, 3, H, W) -> logits (N, num_classes, H, W) for any H, W.
+         bilinear: bool = False, in_chans: int = 3, pretrained=None) -> SegmentationModel:
+    """U-Net (arXiv 1505.04597). (N, in_chans, H, W) -> logits (N, num_classes, H, W) for any H, W.
 
     encoder=None: the paper's network. Contracting path of `depth` (default 4) levels of two 3x3
     conv + ReLU and a 2x2 max-pool, widths base_channels * 2**i (64 ... 1024); expanding path of 2x2
@@ -112,7 +114,10 @@ def unet(num_classes: int, encoder: str | None = None, base_channels: int = 64, 
     segmentation_models.pytorch; decoder widths 4*base_channels halving per block (256 ... 16 at the
     default), extra blocks without skip reach full resolution. depth (default: all levels) keeps the
     encoder features up to stride 2**depth. pretrained: see `create_encoder`.
+    in_chans: input channels (1..64, e.g. multispectral bands); the first conv takes them (a timm encoder's
+    pretrained RGB stem is adapted, see `create_encoder`).
     """
+    check_in_chans("unet", in_chans)
     if base_channels < 1:
         raise ModelError(f"unet: base_channels must be positive, got {base_channels}")
     if encoder is None:
@@ -120,7 +125,7 @@ def unet(num_classes: int, encoder: str | None = None, base_channels: int = 64, 
         if pretrained not in (None, False):
             raise ModelError("unet: pretrained weights need a timm encoder (encoder='resnet34', ...)")
         widths = [base_channels * 2**i for i in range(depth + 1)]
-        enc = PlainEncoder(widths)
+        enc = PlainEncoder(widths, in_chans)
         decoder_channels = widths[:-1][::-1]
     else:
         keep = None
@@ -132,7 +137,7 @@ def unet(num_classes: int, encoder: str | None = None, base_channels: int = 64, 
             if not keep or depth < 1:
                 raise ModelError(f"unet: depth={depth} keeps no feature of encoder {encoder!r} "
                                  f"(reductions {reductions})")
-        enc = create_encoder(encoder, pretrained=pretrained, out_indices=keep)
+        enc = create_encoder(encoder, pretrained=pretrained, in_chans=in_chans, out_indices=keep)
         n_blocks = len(enc.channels) - 1 + (enc.reductions[0].bit_length() - 1)
         decoder_channels = [max(base_channels * 4 >> i, 1) for i in range(n_blocks)]
     decoder = UNetDecoder(enc.channels, enc.reductions, decoder_channels, bilinear)
