@@ -24,6 +24,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pixelwise.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+RASTER_SUFFIXES = (".tif", ".tiff", ".npy")  # read with their bands and dtype by pixelwise.data.raster
+# the image files of a folder dataset: IMAGE_SUFFIXES (what read_image decodes) and .npy arrays; readers that
+# only decode with read_image (predict, classic, camvid...) keep listing IMAGE_SUFFIXES
+DATASET_SUFFIXES = (*IMAGE_SUFFIXES, ".npy")
 MAX_PIXELS = 2**30  # the largest width x height read by default (a 32768 x 32768 image: 3 GiB as RGB)
 # PIL's own bomb guard raises past 2 x MAX_IMAGE_PIXELS; ours checks the header first, at MAX_PIXELS
 Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_PIXELS // 2)

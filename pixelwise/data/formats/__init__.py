@@ -23,7 +23,7 @@ from pixelwise.data.sample import Sample
 from pixelwise.errors import DataError
 
 FORMATS: dict[str, Callable[..., SegmentationDataset]] = {}
-VIRTUAL = {"synthetic"}  # formats generated in memory: ROOT is a name/seed, not a folder
+VIRTUAL = {"synthetic", "spectral"}  # formats generated in memory: ROOT is a name/seed, not a folder
 
 
 def parse_spec(spec: str) -> tuple[str, Path]:
@@ -159,6 +159,12 @@ def _open_synthetic(root, split, **options):
     return open_synthetic(root, split, **options)
 
 
+def _open_spectral(root, split, **options):
+    from pixelwise.data.spectral import open_spectral  # imported on use, as the synthetic set
+
+    return open_spectral(root, split, **options)
+
+
 from pixelwise.data.formats import ade20k, camvid, cityscapes, coco, colormask, dsb, folder, voc  # noqa: E402
 
 FORMATS.update({
@@ -169,6 +175,7 @@ FORMATS.update({
     "cityscapes": cityscapes.open_cityscapes,
     "ade20k": ade20k.open_ade20k,
     "synthetic": _open_synthetic,
+    "spectral": _open_spectral,
     "coco-instance": coco.open_coco_instance,
     "coco-panoptic": coco.open_coco_panoptic,
     "dsb": dsb.open_dsb,

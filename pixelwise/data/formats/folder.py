@@ -2,6 +2,9 @@
 
     ROOT/classes.txt                     class names, one per line (or pass classes=[...]); required
     ROOT/images/a.jpg  ROOT/masks/a.png  index PNG masks (palette or greyscale), 255 = void
+    ROOT/images/a.npy  ROOT/masks/a.png  multi-band rasters (.npy, .tif, .tiff): read by pixelwise.data.raster
+                                         with their bands and dtype, (H, W, B), meta["raster"] set; masks may
+                                         also be single-band .tif or .npy class ids
     ROOT/train/{images,masks}/ ...       optional per-split folders
     ROOT/A/{images,masks}/ ...           optional groups (e.g. one per scene tile), read together
     ROOT/val.txt or ROOT/splits/val.txt  optional split lists: one stem (or GROUP/stem) per line, '#' comments
@@ -26,9 +29,9 @@ import numpy as np
 
 from pixelwise.data.classes import read_class_file
 from pixelwise.data.dataset import SegmentationDataset
-from pixelwise.data.formats import (check_size, identity_lut, index_mask_loader, label_lut, pair_loader,
-                                    require_records)
-from pixelwise.data.io import IMAGE_SUFFIXES, list_images, read_image, read_mask
+from pixelwise.data.formats import apply_lut, check_size, identity_lut, label_lut, require_records
+from pixelwise.data.io import DATASET_SUFFIXES, IMAGE_SUFFIXES, list_images, read_mask
+from pixelwise.data.raster import read_image_file, read_label_file
 from pixelwise.data.sample import Sample
 from pixelwise.constants import IGNORE_INDEX
 from pixelwise.errors import DataError
@@ -48,14 +51,19 @@ def _split_list(root: Path, split: str) -> set[str] | None:
     for path in (root / f"{split}.txt", root / "splits" / f"{split}.txt"):
         if path.is_file():
             lines = (ln.strip() for ln in path.read_text().splitlines())
-            return {str(Path(t).with_suffix("")) if Path(t).suffix.lower() in IMAGE_SUFFIXES else t
+            return {str(Path(t).with_suffix("")) if Path(t).suffix.lower() in DATASET_SUFFIXES else t
                     for t in lines if t and not t.startswith("#")}
     return None
 
 
+def list_files(folder: Path, suffixes: tuple[str, ...] = DATASET_SUFFIXES) -> list[Path]:
+    """The files of a folder with one of `suffixes` (default: images and rasters), sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes and p.is_file())
+
+
 def class_folders(mask_dir: Path) -> list[str]:
     """The class folders of a multi-label masks/ folder (sorted), or [] when it holds mask files."""
-    if list_images(mask_dir):
+    if list_files(mask_dir):
         return []
     return sorted(d.name for d in mask_dir.iterdir() if d.is_dir() and list_images(d))
 
@@ -71,10 +79,12 @@ def _class_masks(mask_dir: Path, classes: list[str], suffix: str) -> dict[str, d
     return by_stem
 
 
-def find_pairs(root: Path, split: str, mask_suffix: str = "",
-               class_names: list[str] | None = None) -> list[tuple[Path, Path | dict, dict]]:
+def find_pairs(root: Path, split: str, mask_suffix: str = "", class_names: list[str] | None = None,
+               suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[tuple[Path, Path | dict, dict]]:
     """(image, mask, meta) for a split of the folder layout above; DataError on any image without a mask.
-    With `class_names` (the multi-label layout) the mask is {class: mask path} of the classes it shows."""
+    With `class_names` (the multi-label layout) the mask is {class: mask path} of the classes it shows.
+    `suffixes`: the image and mask files listed (the folder format adds .npy: DATASET_SUFFIXES; colormask,
+    which decodes with PIL only, keeps the default)."""
     if split != "all" and (root / split).is_dir() and _pair_dirs(root / split):
         groups, keep = [(root / split, "")], None
     else:
@@ -94,8 +104,9 @@ def find_pairs(root: Path, split: str, mask_suffix: str = "",
         if class_names is not None:
             masks = _class_masks(mask_dir, class_names, mask_suffix)
         else:  # a .png mask wins over another file with the same stem (sorted last, so it overwrites)
-            masks = {p.stem: p for p in sorted(list_images(mask_dir), key=lambda p: p.suffix.lower() == ".png")}
-        for image in list_images(image_dir):
+            listed = sorted(list_files(mask_dir, suffixes), key=lambda p: p.suffix.lower() == ".png")
+            masks = {p.stem: p for p in listed}
+        for image in list_files(image_dir, suffixes):
             key = f"{group}/{image.stem}" if group else image.stem
             if keep is not None and key not in keep and image.stem not in keep:
                 continue
@@ -115,15 +126,30 @@ def find_pairs(root: Path, split: str, mask_suffix: str = "",
 def _load_class_masks(classes: list[str], record: tuple) -> Sample:
     """(image, {class: mask path}, meta) -> Sample with class_masks uint8 (C, H, W), 1 where present."""
     image_path, paths, meta = record
-    image = read_image(image_path)
+    image, raster = read_image_file(image_path)
     masks = np.zeros((len(classes), *image.shape[:2]), np.uint8)
     for c, cls in enumerate(classes):
         if cls in paths:
             raw = read_mask(paths[cls])
             check_size(image, raw, image_path, paths[cls])
             masks[c] = raw > 0
-    return Sample(image=image, class_masks=masks,
-                  meta={"path": str(image_path), "name": image_path.stem, **meta})
+    meta = {"path": str(image_path), "name": image_path.stem, **meta}
+    return Sample(image=image, class_masks=masks, meta=meta | ({"raster": raster} if raster is not None else {}))
+
+
+def _labels(lut: np.ndarray, expected: str, path: Path) -> np.ndarray:
+    """A mask file (index PNG, single-band .tif or .npy) -> labels through `lut`."""
+    return apply_lut(read_label_file(path), lut, path, expected)
+
+
+def _load_pair(lut: np.ndarray, expected: str, record: tuple) -> Sample:
+    """(image, mask, meta) -> Sample; raster images keep their bands and dtype and carry meta["raster"]."""
+    image_path, mask_path, extra = record
+    image, raster = read_image_file(image_path)
+    semantic = _labels(lut, expected, mask_path)
+    check_size(image, semantic, image_path, mask_path)
+    meta = {"path": str(image_path), "name": image_path.stem, "mask_path": str(mask_path), **extra}
+    return Sample(image=image, semantic=semantic, meta=meta | ({"raster": raster} if raster is not None else {}))
 
 
 def _multilabel_root(root: Path, split: str) -> Path | None:
@@ -168,7 +194,7 @@ def open_folder(root: Path, split: str, classes: list[str] | None = None, palett
         unknown = sorted(set(per_class) - set(classes))
         if unknown:
             raise DataError(f"{mask_dir}: class folder(s) {', '.join(unknown)} are not in the class list {classes}")
-        pairs = find_pairs(root, split, mask_suffix, class_names=classes)
+        pairs = find_pairs(root, split, mask_suffix, class_names=classes, suffixes=DATASET_SUFFIXES)
         return SegmentationDataset(pairs, partial(_load_class_masks, classes), classes,
                                    [tuple(c) for c in palette or []], name=f"folder:{root} [{split}]")
     where = f"{root}: option classes"
@@ -181,12 +207,12 @@ def open_folder(root: Path, split: str, classes: list[str] | None = None, palett
     if len(classes) > IGNORE_INDEX:  # ids 0..254: 255 is the void label of every index mask
         raise DataError(f"{where}: {len(classes)} classes; index masks hold at most {IGNORE_INDEX} "
                         f"(ids 0..{IGNORE_INDEX - 1}, {IGNORE_INDEX} is void)")
-    pairs = find_pairs(root, split, mask_suffix)
+    pairs = find_pairs(root, split, mask_suffix, suffixes=DATASET_SUFFIXES)
     lut = identity_lut(len(classes))
     if remap:
         lut = label_lut({i: int(v) for i, v in enumerate(lut) if v >= 0} | _checked_remap(root, remap, len(classes)),
                         size=MAX_RAW_VALUE + 1)
     expected = f"0..{len(classes) - 1}, 255 = void" + (f", remapped {remap}" if remap else "")
-    load = pair_loader(index_mask_loader(lut, expected))
+    load = partial(_load_pair, lut, expected)
     return SegmentationDataset(pairs, load, list(classes), [tuple(c) for c in palette or []],
                                name=f"folder:{root} [{split}]")
