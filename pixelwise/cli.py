@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from pixelwise.errors import PixelwiseError
+from pixelwise.errors import DataError, PixelwiseError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -57,16 +57,52 @@ def data() -> None:
 @click.option("--split", "splits", multiple=True, help="Split(s) to check (default: train and val).")
 @click.option("--weights", is_flag=True, help="Also compute class-balancing weights.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the report as JSON.")
-def data_check(spec: str, splits: tuple[str, ...], weights: bool, json_out: str | None) -> None:
+@click.option("--stats", is_flag=True, help="Also print the per-channel mean/std of the model inputs (bands, then "
+              "indices) over the first --split (default train), as recipe lines.")
+@click.option("--recipe", type=click.Path(dir_okay=False), default=None,
+              help="With --stats: take the band keys (data.bands, data.indices, data.band_names, data.max_value) "
+              "from this recipe.")
+def data_check(spec: str, splits: tuple[str, ...], weights: bool, json_out: str | None, stats: bool,
+               recipe: str | None) -> None:
     """Lint a dataset given as FORMAT:ROOT: sizes, label values, class histogram, problems by file."""
     from pixelwise.data.check import check_dataset
 
+    if recipe and not stats:
+        raise click.UsageError("--recipe applies to --stats only")
     report = check_dataset(spec, list(splits) or None, weights=weights)
     click.echo(report.to_text())
     if json_out:
         Path(json_out).write_text(json.dumps(report.to_dict(), indent=2))
+    if stats:
+        click.echo(_band_stats(spec, splits[0] if splits else "train", recipe))
     if not report.ok:
         sys.exit(1)
+
+
+def _band_stats(spec: str, split: str, recipe: str | None) -> str:
+    """The recipe lines `data check --stats` prints: the band keys resolved and each channel's mean/std."""
+    import numpy as np
+
+    from pixelwise.config import load_config
+    from pixelwise.data.bands import spec_for
+    from pixelwise.data.formats import open_dataset
+    from pixelwise.engine.inputs import STATS_IMAGES, dataset_stats
+
+    settings = load_config(recipe).data if recipe else load_config(None).data
+    dataset = open_dataset(spec, split, **dict(settings.options))
+    if not len(dataset):
+        raise DataError(f"{spec}: split '{split}' has no images")
+    first = dataset[0]
+    bands = spec_for(settings, np.asarray(first.image), (first.meta.get("raster") or {}).get("band_names"))
+    mean, std = dataset_stats(dataset, bands)
+    used = min(len(dataset), STATS_IMAGES)
+    lines = ["", f"# per-channel statistics of split {split} ({used} of {len(dataset)} images): "
+             f"{', '.join(bands.channel_names)}", "data:"]
+    if not bands.is_rgb:
+        lines += [f"  band_names: [{', '.join(bands.names)}]", f"  bands: {bands.select}",
+                  f"  indices: [{', '.join(bands.indices)}]", f"  max_value: {bands.scale:g}"]
+    lines += [f"  mean: [{', '.join(f'{v:.6g}' for v in mean)}]", f"  std: [{', '.join(f'{v:.6g}' for v in std)}]"]
+    return "\n".join(lines)
 
 
 @cli.command(context_settings={"ignore_unknown_options": False})
@@ -266,14 +302,15 @@ def reader_options(model_dir: str, spec: str, items: tuple[str, ...]) -> dict:
 
 
 def expand_images(items: tuple[str, ...]) -> list[Path]:
-    """Files, folders (their images) and glob patterns -> sorted unique image paths."""
-    from pixelwise.data.io import IMAGE_SUFFIXES
+    """Files, folders (their images: PIL's formats, and .npy arrays) and glob patterns -> sorted unique image
+    paths."""
+    from pixelwise.data.io import DATASET_SUFFIXES
 
     paths: list[Path] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            paths += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
+            paths += sorted(q for q in p.iterdir() if q.suffix.lower() in DATASET_SUFFIXES)
         elif any(ch in item for ch in "*?["):
             paths += [Path(q) for q in sorted(glob.glob(item, recursive=True))]
         else:
@@ -290,9 +327,9 @@ def expand_images(items: tuple[str, ...]) -> list[Path]:
               help="The task to answer (default: the model's own); e.g. instance for a panoptic model.")
 @click.option("--method", default=None, type=click.Choice(["components", "watershed"]),
               help="How a semantic model's label map becomes instances (--task panoptic|instance).")
-@click.option("--format", "formats", multiple=True, type=click.Choice(["png", "npy", "rle", "coco"]),
+@click.option("--format", "formats", multiple=True, type=click.Choice(["png", "npy", "rle", "tif", "coco"]),
               help="Outputs (repeat for several; default: the task's first). semantic: png (index PNG), npy, rle "
-                   "(COCO RLE JSON); panoptic: coco (panoptic PNG + JSON, instances.json), png (semantic map); "
+                   "(COCO RLE JSON), tif (GeoTIFF label map with the input raster's CRS; needs pixelwise[geo]); panoptic: coco (panoptic PNG + JSON, instances.json), png (semantic map); "
                    "instance: coco (instances.json); multilabel: png (a mask per class), npy, rle.")
 @click.option("--overwrite", is_flag=True, help="Predict again images whose outputs exist (default: skip them).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0), help="Image-decoding processes.")
@@ -326,7 +363,8 @@ def predict(model_dir: str, images: tuple[str, ...], out: str, overlay: bool,
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare onnxruntime with torch on random images of other sizes and batch.")
 def export(model_dir: str, onnx_path: str, opset: int, check: bool) -> None:
-    """Export a model to ONNX (dynamic batch/height/width, normalisation inside; input float 0..255 RGB NCHW)."""
+    """Export a model to ONNX (dynamic batch/height/width, normalisation inside; input float 0..255 RGB NCHW,
+    or for a multi-band model its channels: bands / scale, then indices)."""
     from pixelwise.export import export_onnx
 
     report = export_onnx(model_dir, onnx_path, opset=opset, check=check)

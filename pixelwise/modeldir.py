@@ -26,7 +26,8 @@ from safetensors.torch import load_file, save_file
 
 from pixelwise import atomicdir
 from pixelwise.constants import IMAGENET_MEAN, IMAGENET_STD
-from pixelwise.errors import ModelError
+from pixelwise.data.bands import BandSpec
+from pixelwise.errors import DataError, ModelError
 
 CONFIG_NAME = atomicdir.CONFIG_NAME
 WEIGHTS_NAME = "model.safetensors"
@@ -59,9 +60,10 @@ def save_model(model: torch.nn.Module, directory: str | Path, classes: list[str]
         "arch": arch,
         "classes": list(classes),
         "palette": [list(c) for c in (palette or default_palette(len(classes)))],
-        "preprocessing": preprocessing or {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "preprocessing": preprocessing or default_preprocessing(arch.get("kwargs", {}).get("in_chans", 3)),
         **(extra or {}),
     }
+    check_model_config(config, directory / CONFIG_NAME)  # never write a directory that would not load
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
 
     def write(folder: Path) -> None:
@@ -71,6 +73,15 @@ def save_model(model: torch.nn.Module, directory: str | Path, classes: list[str]
             write_file(folder / name)
 
     return atomicdir.replace(directory, write)
+
+
+def default_preprocessing(channels: int = 3) -> dict:
+    """What a model saved without preprocessing reads: RGB with ImageNet's statistics; a model of another
+    number of input channels, raw float bands as they are (scale 1, mean 0, std 1)."""
+    if channels == 3:
+        return {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    return {"mean": [0.0] * channels, "std": [1.0] * channels,
+            "bands": BandSpec.build(None, channels, "float32").to_dict()}
 
 
 def resolve_model_dir(directory: str | Path) -> Path:
@@ -141,12 +152,21 @@ def check_model_config(config, path) -> None:
     pre = config.get("preprocessing", {})
     if not isinstance(pre, dict):
         bad("preprocessing", "must be a mapping")
+    channels = 3
+    if pre.get("bands") is not None:
+        try:
+            channels = BandSpec.from_dict(pre["bands"]).channels
+        except DataError as exc:
+            raise ModelError(f"{path}: key {exc}") from None
+    kw_chans = (arch.get("kwargs") or {}).get("in_chans", 3)
+    if kw_chans != channels:
+        bad("arch.kwargs.in_chans", f"is {kw_chans!r}, but the preprocessing gives {channels} input channels")
     for key in ("mean", "std"):
         value = pre.get(key)
         if value is None:
             continue
-        if not isinstance(value, list) or len(value) != 3 or not all(_number(v) for v in value):
-            bad(f"preprocessing.{key}", f"must be 3 finite numbers, got {value!r}")
+        if not isinstance(value, list) or len(value) != channels or not all(_number(v) for v in value):
+            bad(f"preprocessing.{key}", f"must be {channels} finite numbers (one per input channel), got {value!r}")
         if key == "std" and min(value) <= 0:
             bad("preprocessing.std", f"must be positive (it divides every pixel), got {value}")
     resize = pre.get("resize")

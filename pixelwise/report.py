@@ -60,9 +60,9 @@ def write_report(predictor, dataset, out_dir: str | Path, title: str = "pixelwis
         rows = []
         for i in indices:
             sample = dataset[i]
-            pred, truth = predictor.predict(sample.image), task.truth(sample)
-            rows.append(np.concatenate([sample.image, task.overlay(truth, sample.image, 0.6, legend=False),
-                                        task.overlay(pred, sample.image, 0.6, legend=False)], 1))
+            pred, truth, picture = predictor.predict(sample.image), task.truth(sample), predictor.display(sample.image)
+            rows.append(np.concatenate([picture, task.overlay(truth, picture, 0.6, legend=False),
+                                        task.overlay(pred, picture, 0.6, legend=False)], 1))
         if rows:
             save_png(out / f"examples_{kind}.png", _grid(rows))
 

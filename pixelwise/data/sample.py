@@ -1,6 +1,6 @@
 """The one record every dataset reader yields.
 
-A `Sample` holds an RGB image and whatever truth the dataset has: a semantic map, instance masks, or both
+A `Sample` holds an image (RGB, or any number of bands) and whatever truth the dataset has: a semantic map, instance masks, or both
 (panoptic truth is the pair), or overlapping per-class masks (multi-label truth). Inside the library the void label is always 255 (`IGNORE_INDEX`).
 """
 from __future__ import annotations
@@ -34,7 +34,8 @@ class Instances:
 class Sample:
     """One image and its truth.
 
-    image: uint8 (H, W, 3) RGB. semantic: int64 (H, W) class ids with 255 = void, or None.
+    image: uint8 (H, W, 3) RGB, or a raster's raw bands (H, W, B) of uint8/uint16/int16/float32 (then
+    `meta["raster"]` holds its georeferencing and band names; see pixelwise.data.raster / bands). semantic: int64 (H, W) class ids with 255 = void, or None.
     instances: `Instances` or None. class_masks: multi-label truth, uint8 (C, H, W), 1 where class c is
     present (classes may overlap), 0 where absent, 255 = void; or None. meta: free-form (at least `path`
     and `name` when read from disk).

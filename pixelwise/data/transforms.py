@@ -6,9 +6,17 @@ interpolated bicubically to a smooth per-pixel field; the image is warped biline
 neighbour, on the training crop. (torchvision's ElasticTransform blurs per-pixel noise with a Gaussian
 instead; for smooth fields that needs kernels of hundreds of taps, ~40x slower per 256x256 crop here.)
 
-`build_transform(cfg, train)` returns a callable Sample -> (image float32 (3,H,W) normalized,
+`build_transform(cfg, train)` returns a callable Sample -> (image float32 (C,H,W) normalized,
 target int64 (H,W) with 255 = void). Geometric ops act on both (labels resized with nearest neighbour and
 padded with 255); photometric ops act on the image only.
+
+Multi-band images (the recipe's band keys, `pixelwise.data.bands`): the geometric ops act on the raw
+bands, every band alike (8-bit images stay uint8, others become float32 with their values kept), and the
+training crop then becomes its C model channels (selected bands / scale, then indices) and is normalised.
+So indices are computed from resampled bands, as they are from the image itself at prediction time, and
+only the crop pays for them. Colour jitter is defined for 8-bit RGB only: it runs on the raw RGB crop,
+before the indices are derived from it (so an RGB index such as exg sees the jittered colours); a recipe
+asking for it on other images is refused (`check_jitter`).
 """
 from __future__ import annotations
 
@@ -22,6 +30,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from pixelwise.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from pixelwise.data.bands import BandSpec, spec_for
 from pixelwise.data.sample import Sample
 from pixelwise.errors import DataError
 
@@ -41,8 +50,13 @@ class Augmentation(Protocol):
     vflip: bool
     color_jitter: float
     val_resize: int | None
-    mean: tuple[float, float, float] | None
-    std: tuple[float, float, float] | None
+    mean: list[float] | None
+    std: list[float] | None
+    band_names: list[str] | None
+    bands: list[int | str] | None
+    indices: list[str]
+    max_value: float | None
+    rgb_bands: list[int | str] | None
 
 
 class RandomScale(v2.Transform):
@@ -84,11 +98,23 @@ class GridElastic(v2.Transform):
         return self._call_kernel(F.elastic, inpt, params["displacement"], fill=fill)
 
 
-def _to_tv(sample: Sample):
-    pixels = np.ascontiguousarray(sample.image)
+def _pixels(image: np.ndarray) -> torch.Tensor:
+    """(H, W, B) array -> (B, H, W) tensor sharing its memory where it can."""
+    pixels = np.ascontiguousarray(image)
     if not pixels.flags.writeable:  # memory-mapped or cached read-only arrays
         pixels = pixels.copy()
-    image = tv_tensors.Image(torch.from_numpy(pixels).permute(2, 0, 1))
+    return torch.from_numpy(pixels).permute(2, 0, 1)
+
+
+def _to_tv(sample: Sample, spec: BandSpec | None = None):
+    """(image, target) tv_tensors of a Sample: the uint8 RGB image as it is, or with a multi-band `spec`
+    its raw bands (uint8 kept, anything else as float32 of the same values)."""
+    if spec is None:
+        image = tv_tensors.Image(_pixels(sample.image))
+    else:
+        where = sample.meta.get("path", sample.name) or "image"
+        raw = _pixels(spec.check_image(np.asarray(sample.image), str(where)))
+        image = tv_tensors.Image(raw if raw.dtype == torch.uint8 else raw.float())
     if sample.semantic is None:
         raise DataError(f"{sample.meta.get('path', sample.name)}: sample has no semantic labels")
     labels = np.asarray(sample.semantic)
@@ -98,8 +124,22 @@ def _to_tv(sample: Sample):
     return image, target
 
 
+def _jitter(strength: float):
+    return v2.ColorJitter(brightness=strength, contrast=strength, saturation=strength, hue=min(0.05, strength / 4))
+
+
+def check_jitter(cfg: Augmentation, spec: BandSpec, dtype) -> None:
+    """Colour jitter needs 8-bit RGB raw images; a DataError naming the key otherwise."""
+    if cfg.color_jitter and not (spec.raw_bands == 3 and np.dtype(dtype) == np.uint8):
+        raise DataError(f"config key 'data.color_jitter': colour jitter is defined for 8-bit RGB images; these "
+                        f"have {spec.raw_bands} bands of {np.dtype(dtype)} (set data.color_jitter: 0)")
+
+
 def build_transform(cfg: Augmentation, train: bool):
     """The preset for training (augmenting) or evaluation (resize only, if asked)."""
+    spec = spec_for(cfg)
+    spec = None if spec.is_rgb else spec
+    jitter = _jitter(cfg.color_jitter) if train and cfg.color_jitter and spec is not None else None
     ops: list = []
     if train:
         if cfg.resize:
@@ -115,30 +155,40 @@ def build_transform(cfg: Augmentation, train: bool):
             ops.append(v2.RandomHorizontalFlip())
         if cfg.vflip:
             ops.append(v2.RandomVerticalFlip())
-        if cfg.color_jitter:
-            j = cfg.color_jitter
-            ops.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j, hue=min(0.05, j / 4)))
+        if cfg.color_jitter and spec is None:
+            ops.append(_jitter(cfg.color_jitter))
     elif cfg.val_resize:
         ops.append(v2.Resize(cfg.val_resize, antialias=True))
-    ops += [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
-            v2.Normalize(mean=list(cfg.mean or IMAGENET_MEAN), std=list(cfg.std or IMAGENET_STD))]
+    mean, std = list(cfg.mean or IMAGENET_MEAN), list(cfg.std or IMAGENET_STD)
+    if spec is None:
+        ops += [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+                v2.Normalize(mean=mean, std=std)]
     pipeline = v2.Compose(ops)
+    if spec is not None:
+        m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
 
     def apply(sample: Sample):
-        image, target = pipeline(*_to_tv(sample))
-        return image.as_subclass(torch.Tensor), target.as_subclass(torch.Tensor).long()
+        image, target = pipeline(*_to_tv(sample, spec))
+        image = image.as_subclass(torch.Tensor)
+        if spec is not None:  # the crop's raw bands -> (jitter) -> model channels -> normalised
+            if jitter is not None:
+                image = jitter(image)
+            image = (spec.apply_tensor(image[None])[0] - m) / s
+        return image, target.as_subclass(torch.Tensor).long()
 
     return apply
 
 
-def normalize_image(image: np.ndarray, mean, std) -> torch.Tensor:
-    """uint8 (H,W,3) -> float32 (1,3,H,W) normalized, as the eval preset does."""
-    image = np.ascontiguousarray(image)
-    if not image.flags.writeable:
-        image = image.copy()
-    x = torch.from_numpy(image).permute(2, 0, 1).float().div_(255)
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+def normalize_image(image: np.ndarray, mean, std, spec: BandSpec | None = None) -> torch.Tensor:
+    """uint8 (H,W,3) -> float32 (1,3,H,W) normalized, as the eval preset does; with a multi-band `spec`,
+    raw (H,W,B) -> its (1,C,H,W) channels normalized."""
+    if spec is not None and not spec.is_rgb:
+        x = spec.apply_tensor(_pixels(image)[None])[0]
+    else:
+        x = _pixels(image).float().div_(255)
+    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
     return ((x - m) / s).unsqueeze(0)
 
 
@@ -147,7 +197,7 @@ def pad_collate(batch):
     images, targets = zip(*batch)
     h = max(t.shape[-2] for t in targets)
     w = max(t.shape[-1] for t in targets)
-    x = images[0].new_zeros((len(images), 3, h, w))
+    x = images[0].new_zeros((len(images), images[0].shape[0], h, w))
     y = targets[0].new_full((len(targets), *targets[0].shape[:-2], h, w), IGNORE_INDEX)
     for i, (im, t) in enumerate(zip(images, targets)):
         x[i, :, :im.shape[-2], :im.shape[-1]] = im

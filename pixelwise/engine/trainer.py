@@ -33,6 +33,8 @@ from pixelwise.engine.ema import ModelEMA
 from pixelwise.engine.evaluate import run_evaluation
 from pixelwise.engine.finetune import (InitReport, encoder_lr_mult, load_init, param_groups, resolve_normalisation,
                                        set_encoder_frozen)
+from pixelwise.engine.inputs import input_kwargs, resolve_bands, resolve_channel_norm
+from pixelwise.engine.inputs import preprocessing as input_preprocessing
 from pixelwise.engine.logging import append_jsonl, plot_curves, read_jsonl, write_jsonl
 from pixelwise.engine.schedules import build_optimizer, build_scheduler
 from pixelwise.errors import ConfigError, DataError, TrainingError
@@ -221,10 +223,17 @@ def _setup(cfg: Config, out: Path, info: ddp.DistInfo) -> _Run:
                           f"{train_ds.num_classes} ({', '.join(train_ds.classes)})")
     names = list(cfg.data.classes or train_ds.classes)
     classes = _task(cfg, names, train_ds).classes  # the dataset's, and any the task derives (multi-label unions)
-    model = create_model(cfg.model.name, len(classes), **model_kwargs(cfg))
+    cfg, bands = resolve_bands(cfg, train_ds)
+    model = create_model(cfg.model.name, len(classes), **{**model_kwargs(cfg), **input_kwargs(bands)})
     task = _task(cfg, names, train_ds, model)
     init = load_init(model, tc.init_from, cfg.model.name) if tc.init_from else None
-    cfg = resolve_normalisation(cfg, model, init)
+    if bands.is_rgb:
+        cfg = resolve_normalisation(cfg, model, init)
+    else:
+        init_pre = init.preprocessing if init is not None else {}
+        weights_norm = ((init_pre["mean"], init_pre["std"]) if len(init_pre.get("mean") or ()) == 3
+                        and not init_pre.get("bands") else getattr(model, "norm", None))
+        cfg = resolve_channel_norm(cfg, bands, train_ds, weights_norm)
     parts = task.training(cfg.data, cfg.train, model)
     model = model.to(info.device)
     if tc.channels_last:
@@ -238,9 +247,13 @@ def _setup(cfg: Config, out: Path, info: ddp.DistInfo) -> _Run:
                                 tc.poly_power, budget_s)
     amp = autocast_dtype(tc.amp, info.device)
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp == torch.float16)
-    preprocessing = {"mean": list(cfg.data.mean), "std": list(cfg.data.std), "resize": cfg.data.val_resize}
+    preprocessing = input_preprocessing(cfg, bands)
     extra = {"dataset": spec, "recipe": cfg.to_dict(), "task": task.name, "task_options": dict(cfg.task.options),
              "things": list(task.things)}
+    encoder = getattr(model, "encoder", None)
+    if getattr(encoder, "adapted_input", False):  # said in the saved model: its weights started from RGB ones
+        extra["input_adapted"] = {"from_channels": 3, "to_channels": bands.channels,
+                                  "how": "pretrained RGB first convolution adapted as timm's adapt_input_conv"}
     if init is not None:
         extra["init_from"] = {"path": str(init.source), "classes": init.classes, "reinitialised": init.reinitialised}
     save_args = {"classes": classes, "palette": task.palette, "preprocessing": preprocessing, "extra": extra}

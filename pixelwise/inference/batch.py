@@ -26,22 +26,27 @@ class BatchResult:
 
 
 class _Images(Dataset):
-    """paths -> (index, uint8 image or None, error message or None); decoding errors are returned, not
-    raised, so one bad file does not stop the loader."""
+    """paths -> (index, image or None, meta, error message or None); decoding errors are returned, not
+    raised, so one bad file does not stop the loader. Images are uint8 RGB; with `raster`, .tif/.tiff/.npy
+    files are read as raw bands with their georeferencing (a multi-band model's input)."""
 
-    def __init__(self, paths: Sequence[Path]):
-        self.paths = list(paths)
+    def __init__(self, paths: Sequence[Path], raster: bool = False):
+        self.paths, self.raster = list(paths), raster
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         from pixelwise.data.io import read_image
+        from pixelwise.data.raster import is_raster_path, read_raster
 
         try:
-            return i, read_image(self.paths[i]), None
+            if self.raster and is_raster_path(self.paths[i]):
+                image, raster = read_raster(self.paths[i])
+                return i, image, {"raster": raster}, None
+            return i, read_image(self.paths[i]), {}, None
         except PixelwiseError as exc:
-            return i, None, str(exc)
+            return i, None, {}, str(exc)
 
 
 def _identity(item):
@@ -85,16 +90,21 @@ def predict_files(predictor, paths: Sequence[str | Path], out_dir: str | Path, f
             todo.append(p)
     if todo:
         workers = min(num_workers, len(todo) - 1) if len(todo) > 1 else 0
-        loader = DataLoader(_Images(todo), batch_size=None, shuffle=False, num_workers=max(workers, 0),
+        loader = DataLoader(_Images(todo, raster=not predictor.spec.is_rgb), batch_size=None, shuffle=False, num_workers=max(workers, 0),
                             collate_fn=_identity, prefetch_factor=2 if workers > 0 else None)
         bar = tqdm(loader, total=len(todo), desc="predict", disable=not progress or len(todo) < 2)
-        for i, image, error in bar:
+        for i, image, meta, error in bar:
             path = todo[i]
+            if error is None:
+                try:
+                    image = predictor.check_image(image, str(path))
+                except PixelwiseError as exc:  # e.g. a 3-band file for a 4-band model
+                    error = str(exc)
             if error is not None:
                 result.failed.append(error)
                 log(f"skipped: {error}")
                 continue
-            writer.add(path.name, image, predictor.predict(image))
+            writer.add(path.name, predictor.display(image), predictor.predict(image), meta)
             result.written.append(path)
     result.files = writer.close([p.name for p in paths])
     return result

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from pixelwise.inference import swaps
-from pixelwise.inference.probe import probe_size, producer_consumer_pairs, set_module
+from pixelwise.inference.probe import input_channels, probe_size, producer_consumer_pairs, set_module
 
 
 def _foldable(bn: nn.Module) -> bool:
@@ -78,7 +78,7 @@ def fold_batchnorm(model: nn.Module, check: bool = True) -> tuple[nn.Module, int
         set_module(model, bn_name, _bn_replacement(bn))
     if check:
         p = next(model.parameters())
-        x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(p.device)
+        x = torch.randn(1, input_channels(model), size, size, generator=torch.Generator().manual_seed(0)).to(p.device)
         a, b = _outputs(reference, x).float(), _outputs(model, x).float()
         tol = 1e-3 * a.abs().max().item() + 1e-4
         if not torch.allclose(a, b, rtol=0, atol=tol):

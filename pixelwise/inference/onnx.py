@@ -30,7 +30,7 @@ def session(path: str | Path, threads: int | None = None):
 
 
 class OnnxModel:
-    """An exported file run by onnxruntime, callable like a model on normalised (N,3,H,W) tensors.
+    """An exported file run by onnxruntime, callable like a model on normalised (N,C,H,W) tensors.
 
     Attributes: config (the model's config.json), stride."""
 
@@ -45,12 +45,13 @@ class OnnxModel:
         self.config = json.loads(meta[META_KEY])
         self.stride = int(self.config.get("stride", 32))
         pre = self.config.get("preprocessing", {})
-        self.mean = torch.tensor(pre.get("mean", IMAGENET_MEAN)).view(1, 3, 1, 1)
-        self.std = torch.tensor(pre.get("std", IMAGENET_STD)).view(1, 3, 1, 1)
+        self.mean = torch.tensor(pre.get("mean", IMAGENET_MEAN)).view(1, -1, 1, 1)
+        self.std = torch.tensor(pre.get("std", IMAGENET_STD)).view(1, -1, 1, 1)
+        self.unit = 1.0 if pre.get("bands") else 255.0  # the graph's input unit (pixelwise.export.input_unit)
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, x: torch.Tensor):
-        image = ((x * self.std + self.mean) * 255).numpy().astype(np.float32, copy=False)
+        image = ((x * self.std + self.mean) * self.unit).numpy().astype(np.float32, copy=False)
         outs = self.session.run(None, {"image": image})
         if len(outs) == 1:
             return torch.from_numpy(outs[0])

@@ -6,7 +6,10 @@ whether the model is semantic, panoptic or multi-label; only the last step, `tas
     pred.semantic  # int64 (H,W);  pred.probs  # float32 (C,H,W) when asked for
     Predictor.from_dir(d, precision="auto", tile=1024, overlap=0.25, tta="flip", task="instance")
 
-The model's own preprocessing (mean/std, optional resize of the shorter side) comes from its config.json;
+The model's own preprocessing (mean/std, optional resize of the shorter side, and for a multi-band model
+its band record: which raw bands, which derived indices, the divisor; `pixelwise.data.bands`) comes from
+its config.json. A multi-band model takes raw (H, W, B) arrays of any real dtype; every other takes uint8
+RGB (grey and RGBA are converted). `display(image)` is the RGB picture overlays are drawn on.
 outputs are resized back to the input size before decoding. The task is the model's own (config.json
 "task") unless `task` names another that reads it (e.g. "instance" for a panoptic model, "panoptic" for a
 semantic one); an inference option the task cannot honour is an error.
@@ -32,6 +35,7 @@ import numpy as np
 import torch
 
 from pixelwise.constants import IMAGENET_MEAN, IMAGENET_STD
+from pixelwise.data.bands import BandSpec
 from pixelwise.data.io import label_dtype
 from pixelwise.data.transforms import normalize_image
 from pixelwise.errors import PixelwiseError
@@ -136,8 +140,12 @@ class Predictor:
         self.requested_precision = precision
         self.precision = resolve_precision(precision, self.device) if fastpath else "fp32"
         pre = config.get("preprocessing", {})
+        self.spec = BandSpec.from_dict(pre.get("bands"))
         self.mean, self.std = pre.get("mean", IMAGENET_MEAN), pre.get("std", IMAGENET_STD)
         self.resize = pre.get("resize")
+        if self.crf is not None and not self.spec.is_rgb:
+            raise PixelwiseError(f"the dense CRF compares RGB colours; this model reads {self.spec.raw_bands} bands "
+                                 f"({', '.join(self.spec.names)}): drop crf")
         if tile is not None and int(tile) < 1:
             raise PixelwiseError(f"tile must be a positive number of pixels, got {tile}")
         if not 0 <= overlap < 1:
@@ -208,7 +216,7 @@ class Predictor:
         if not calibrate:
             return low
         reference = prepare_model(folded, self.device, torch.float32, fold=False, inplace=True)
-        x = normalize_image(calibration_image(), self.mean, self.std)
+        x = self.normalize(self._calibration_input())
         with torch.inference_mode():
             ref = self._model_outputs(reference, x, torch.float32)["out"]
             got = self._model_outputs(low, x, DTYPES[self.precision])["out"]
@@ -227,8 +235,40 @@ class Predictor:
                       stacklevel=3)
         return low
 
+    def _calibration_input(self) -> np.ndarray:
+        """The calibration scene as this model's input: uint8 RGB, or for a multi-band model raw bands made
+        of its colours (band i from colour i mod 3, at the spec's value range)."""
+        rgb = calibration_image()
+        if self.spec.is_rgb:
+            return rgb
+        bands = [rgb[..., i % 3].astype(np.float32) * (self.spec.scale / 255.0) for i in range(self.spec.raw_bands)]
+        return np.stack(bands, axis=2)
+
+    # -- images --------------------------------------------------------------------------------------
+
+    def check_image(self, image, source: str = "image") -> np.ndarray:
+        """The image as this model reads it: uint8 (H,W,3) RGB (`as_rgb`), or for a multi-band model raw
+        (H,W,B) with its B bands; else an error naming `source`."""
+        if self.spec.is_rgb:
+            return as_rgb(image, source)
+        image = np.asarray(image)
+        if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+            raise PixelwiseError(f"{source}: expected an array of numbers, got dtype {image.dtype}")
+        image = self.spec.check_image(image, source)
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise PixelwiseError(f"{source}: image has zero size")
+        return image
+
+    def normalize(self, image: np.ndarray) -> torch.Tensor:
+        """A checked image -> the model's normalized input (1, C, H, W) float32."""
+        return normalize_image(image, self.mean, self.std, self.spec)
+
+    def display(self, image: np.ndarray) -> np.ndarray:
+        """uint8 (H,W,3) RGB of an image for overlays: itself, or a multi-band image's RGB composite."""
+        return as_rgb(image) if self.spec.is_rgb else self.spec.composite(self.check_image(image))
+
     def _model_outputs(self, model, x: torch.Tensor, dtype: torch.dtype) -> Outputs:
-        """Normalized (N,3,H,W) -> the model's outputs as a dict of float32 maps on self.device."""
+        """Normalized (N,C,H,W) -> the model's outputs as a dict of float32 maps on self.device."""
         if self.onnx:
             return _as_dict(model(x.float().cpu()))
         x = x.to(self.device, dtype).contiguous(memory_format=torch.channels_last)
@@ -270,7 +310,7 @@ class Predictor:
 
     @torch.inference_mode()
     def outputs(self, images: torch.Tensor) -> Outputs:
-        """Normalized images (N,3,H,W) -> the model's outputs at (H, W), float32: {"out": logits (N,C,H,W)}
+        """Normalized images (N,C,H,W) -> the model's outputs at (H, W), float32: {"out": logits (N,C,H,W)}
         and, for panoptic models, "center" and "offset"; tiled and TTA'd as configured, CRF-refined "out"
         (log-probabilities) when a CRF is set."""
         h, w = images.shape[-2:]
@@ -298,24 +338,25 @@ class Predictor:
         """The dense CRF on logits (N,C,H,W) -> log-probabilities; it sees the images un-normalized."""
         from pixelwise.postprocess.crf import crf_refine_logits
 
-        mean = torch.tensor(self.mean, device=logits.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=logits.device).view(1, 3, 1, 1)
+        mean = torch.tensor(self.mean, device=logits.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=logits.device).view(1, -1, 1, 1)
         raw = ((images.to(logits.device).float() * std + mean) * 255).clamp_(0, 255)
         return crf_refine_logits(logits, raw, self.crf)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalized images (N,3,H,W) -> float32 class scores "out" (N,C,H,W) at the same size, on
+        """Normalized images (N,C,H,W) -> float32 class scores "out" (N,C,H,W) at the same size, on
         self.device (log-probabilities refined by the CRF when one is set)."""
         return self.outputs(images)["out"]
 
     def image_outputs(self, image: np.ndarray) -> Outputs:
-        """uint8 (H,W,3) -> the outputs of `outputs` for that one image, batch dim dropped: {"out" (C,H,W), ...}."""
-        out = self.outputs(normalize_image(as_rgb(image), self.mean, self.std))
+        """uint8 (H,W,3) (or a multi-band model's raw bands) -> the outputs of `outputs` for that one image,
+        batch dim dropped: {"out" (C,H,W), ...}."""
+        out = self.outputs(self.normalize(self.check_image(image)))
         return {k: v[0] for k, v in out.items()}
 
     def predict(self, image, return_probs: bool = False) -> Prediction:
         """uint8 (H,W,3) image -> the task's Prediction (semantic int64 (H,W), ...; probs (C,H,W) if asked)."""
-        image = as_rgb(image)
+        image = self.check_image(image)
         if self._streams(*image.shape[:2]) and not return_probs:
             return Prediction.cat_rows([pred for _, _, pred in self.iter_rows(image)])
         return self.task.decode(self.image_outputs(image), probs=return_probs)
@@ -325,12 +366,13 @@ class Predictor:
         """uint8 (H,W,3) -> (y0, y1, Prediction of rows y0..y1), top to bottom: a huge image's answer band by
         band, never holding more than one row of tiles' outputs (one band, the whole image, when it is not
         tiled or the task needs the whole image to decode)."""
-        image = as_rgb(image)
+        image = self.check_image(image)
         h, w = image.shape[:2]
         if not self._streams(h, w):
             yield 0, h, self.task.decode(self.image_outputs(image))
             return
-        fetch = sliding.uint8_fetcher(image, self.mean, self.std)
+        fetch = (sliding.uint8_fetcher(image, self.mean, self.std) if self.spec.is_rgb
+                 else sliding.array_fetcher(image, lambda tile: self.normalize(tile)[0]))
         grid = self._grid(h, w, self._tile_for(h, w))
         for y0, y1, band in sliding.iter_bands(self._run, fetch, grid, self.blend, self._tile_batch(grid)):
             yield y0, y1, self.task.decode(band)
@@ -338,7 +380,7 @@ class Predictor:
     def labels(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """uint8 (H,W,3) -> the semantic label map (H,W) as uint8 (int32 past 256 classes), written into `out`
         when given (e.g. an np.memmap). Tiled images are decoded band by band."""
-        image = as_rgb(image)
+        image = self.check_image(image)
         if out is None:
             out = np.empty(image.shape[:2], label_dtype(self.num_classes))
         for y0, y1, band in self.iter_rows(image):

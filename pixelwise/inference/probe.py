@@ -16,12 +16,22 @@ def probe_size(model: nn.Module) -> int:
     return max(64, 2 * stride)
 
 
+def input_channels(model: nn.Module) -> int:
+    """The channels `model` takes: its recorded `in_chans` (pixelwise models), else its first convolution's
+    input channels, else 3."""
+    recorded = (getattr(model, "pixelwise_arch", None) or {}).get("kwargs", {}).get("in_chans")
+    if recorded:
+        return int(recorded)
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return int(first.in_channels) if first is not None else 3
+
+
 def probe(model: nn.Module, hooks: dict, size: int | None = None):
-    """Run a (1, 3, size, size) random input through `model` in its own dtype and memory format with
+    """Run a (1, in_chans, size, size) random input through `model` in its own dtype and memory format with
     `hooks` = {module: (kind, fn)} registered (kind "pre" or "post"); returns the output."""
     size = size or probe_size(model)
     p = next(model.parameters(), None)
-    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(1, input_channels(model), size, size, generator=torch.Generator().manual_seed(0))
     x = x.to(p.device if p is not None else "cpu", p.dtype if p is not None else torch.float32)
     if p is not None and p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last):
         x = x.contiguous(memory_format=torch.channels_last)

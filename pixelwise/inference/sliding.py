@@ -122,7 +122,7 @@ def _ring(y0: int, y1: int, size: int) -> list[tuple[int, int, int]]:
 
 
 def tensor_fetcher(image: torch.Tensor) -> Callable[[int, int, int, int], torch.Tensor]:
-    """Tiles of a normalised (3, H, W) tensor, zero-padded past its borders."""
+    """Tiles of a normalised (C, H, W) tensor, zero-padded past its borders."""
 
     def fetch(y: int, x: int, h: int, w: int) -> torch.Tensor:
         crop = image[:, y:y + h, x:x + w]
@@ -139,6 +139,18 @@ def uint8_fetcher(image: np.ndarray, mean, std) -> Callable[[int, int, int, int]
     def fetch(y: int, x: int, h: int, w: int) -> torch.Tensor:
         crop = torch.from_numpy(np.ascontiguousarray(image[y:y + h, x:x + w])).permute(2, 0, 1)
         crop = (crop.float().div_(255) - m) / s
+        return F.pad(crop, (0, w - crop.shape[-1], 0, h - crop.shape[-2]))
+
+    return fetch
+
+
+def array_fetcher(image: np.ndarray, normalize: Callable[[np.ndarray], torch.Tensor]
+                  ) -> Callable[[int, int, int, int], torch.Tensor]:
+    """Tiles of a raw (H, W, B) image of any dtype, each made the model's (C, h, w) input by `normalize`
+    one tile at a time (a multi-band model's bands, indices and normalisation; no float copy of the image)."""
+
+    def fetch(y: int, x: int, h: int, w: int) -> torch.Tensor:
+        crop = normalize(image[y:y + h, x:x + w])
         return F.pad(crop, (0, w - crop.shape[-1], 0, h - crop.shape[-2]))
 
     return fetch

@@ -34,5 +34,18 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         raise RequestError(400, str(exc)) from None
 
 
+def decode_raster(data: bytes, max_pixels: int) -> np.ndarray:
+    """Multi-band TIFF / GeoTIFF or .npy bytes -> raw (H, W, B) array (pixelwise.data.raster.decode_raster),
+    or an 8-bit image any other format -> uint8 (H, W, 3). Raises RequestError 413 / 400 as decode_image."""
+    from pixelwise.data.raster import decode_raster as decode_bands
+
+    try:
+        return decode_bands(data, "the upload", max_pixels)
+    except ImageTooLarge as exc:
+        raise RequestError(413, f"{exc} (--max-pixels)") from None
+    except DataError as exc:
+        raise RequestError(400, str(exc)) from None
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")

@@ -26,13 +26,26 @@ def _predict(predictor, image: np.ndarray):
 
 
 def segment(predictor, data: bytes, settings, model_name: str, fmt: str, overlay: bool) -> dict:
-    """Upload bytes -> the /v1/segment answer of `predictor`'s task."""
-    image = codec.decode_image(data, settings.max_pixels)
+    """Upload bytes -> the /v1/segment answer of `predictor`'s task. A multi-band model takes a multi-band
+    TIFF (or .npy) upload and its answer carries the RGB composite ("image") the page draws on."""
+    spec = getattr(predictor, "spec", None)  # Predictor-likes without one read RGB
+    bands = spec is not None and not spec.is_rgb
+    if bands:
+        image = codec.decode_raster(data, settings.max_pixels)
+        try:
+            image = predictor.check_image(image, "the upload")
+        except PixelwiseError as exc:
+            raise RequestError(400, str(exc)) from None
+    else:
+        image = codec.decode_image(data, settings.max_pixels)
     pred = _predict(predictor, image)
     h, w = image.shape[:2]
     body = {"width": int(w), "height": int(h), "model": model_name, "task": predictor.task.name,
             **predictor.task.answer(pred, fmt)}
+    picture = predictor.display(image) if bands else image
+    if bands:
+        body["image"] = {"format": "png", "data": codec.b64(png_bytes(picture))}
     if overlay:
-        drawn = pred.overlay(image, settings.overlay_alpha, legend=False)
+        drawn = pred.overlay(picture, settings.overlay_alpha, legend=False)
         body["overlay"] = {"format": "png", "data": codec.b64(png_bytes(drawn))}
     return body

@@ -66,6 +66,8 @@ class SegmentResponse(BaseModel):
     segment_map: PngData | None = Field(None, description="Panoptic, format=png: segment ids per pixel, 0 = void.")
     ms: float = Field(description="Server time for this request, milliseconds.")
     overlay: PngData | None = Field(None, description="With ?overlay=1: the colour overlay as a PNG.")
+    image: PngData | None = Field(None, description="For a multi-band model: the upload's RGB composite as a PNG "
+                                  "(browsers cannot draw a multi-band TIFF).")
 
 
 class ModelInfo(BaseModel):

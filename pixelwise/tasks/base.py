@@ -101,12 +101,14 @@ class Metric(Protocol):
 
 class Writer(Protocol):
     """Writes predictions to disk for `pixelwise predict`. `paths(stem)`: the files `add` writes for one
-    image (an image whose files all exist is skipped when resuming); `close(stems)`: the files that cover
+    image (an image whose files all exist is skipped when resuming); `add(stem, image, pred, meta)`: image is
+    the uint8 RGB picture overlays are drawn on (a multi-band image's composite), meta the source's
+    `Sample.meta`-style record (its "raster" georeferencing, for GeoTIFF outputs); `close(stems)`: the files that cover
     the whole run (e.g. a COCO JSON), built from every listed image's outputs, resumed ones included."""
 
     def paths(self, stem: str) -> list[Path]: ...
 
-    def add(self, stem: str, image: np.ndarray, pred: Prediction) -> None: ...
+    def add(self, stem: str, image: np.ndarray, pred: Prediction, meta: dict | None = None) -> None: ...
 
     def close(self, stems: list[str]) -> list[Path]: ...
 

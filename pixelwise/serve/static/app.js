@@ -306,7 +306,11 @@ async function segment(file) {
   }
   try {
     const answer = await readAnswer(body);
-    view.bitmap = await createImageBitmap(file, { imageOrientation: "from-image" }).catch(() => null);
+    // a multi-band model answers with the upload's RGB composite: browsers cannot draw a multi-band TIFF
+    view.bitmap = body.image && body.image.data
+      ? await createImageBitmap(new Blob([Uint8Array.from(atob(body.image.data), (c) => c.charCodeAt(0))],
+                                         { type: "image/png" }))
+      : await createImageBitmap(file, { imageOrientation: "from-image" }).catch(() => null);
     Object.assign(view, answer, { width: body.width, height: body.height, classes: body.classes,
                                   enabled: body.classes.map(() => true), maskData: body.mask.data,
                                   name: file.name.replace(/\.[^.]*$/, "") || "image" });

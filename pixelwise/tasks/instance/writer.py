@@ -31,7 +31,7 @@ class InstanceWriter:
         files = self._files(Path(name).stem)
         return [files[f] for f in self.formats]
 
-    def add(self, name: str, image: np.ndarray, pred) -> None:
+    def add(self, name: str, image: np.ndarray, pred, meta: dict | None = None) -> None:
         files = self._files(Path(name).stem)
         if "overlay" in self.formats:
             save_png(files["overlay"], pred.overlay(image))

@@ -56,7 +56,7 @@ class MultiLabelWriter:
     def paths(self, name: str) -> list[Path]:
         return [p for f in self.formats for p in self._paths(name, f)]
 
-    def add(self, name: str, image: np.ndarray, pred) -> None:
+    def add(self, name: str, image: np.ndarray, pred, meta: dict | None = None) -> None:
         masks = np.asarray(pred.masks, bool)
         for fmt in self.formats:
             paths = self._paths(name, fmt)

@@ -139,7 +139,7 @@ def panoptic_collate(batch):
     images, targets = zip(*batch)
     h = max(im.shape[-2] for im in images)
     w = max(im.shape[-1] for im in images)
-    x = images[0].new_zeros((len(images), 3, h, w))
+    x = images[0].new_zeros((len(images), images[0].shape[0], h, w))
     for i, im in enumerate(images):
         x[i, :, :im.shape[-2], :im.shape[-1]] = im
     out = {}

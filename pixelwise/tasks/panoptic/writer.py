@@ -76,7 +76,7 @@ class PanopticWriter:
         files = self._files(Path(name).stem)
         return [p for f in self.formats for p in files[f]]
 
-    def add(self, name: str, image: np.ndarray, pred) -> None:
+    def add(self, name: str, image: np.ndarray, pred, meta: dict | None = None) -> None:
         stem = Path(name).stem
         files = self._files(stem)
         ids, segments = pred.panoptic

@@ -49,7 +49,7 @@ class SemanticTask(TaskBase):
     record_keys = ("miou", "pixel_acc", "mean_acc", "fw_iou", "per_class_iou")
     reads = ("semantic", "panoptic")
     applies = frozenset({"tile", "tta", "crf"})
-    formats = ("png", "npy", "rle")
+    formats = ("png", "npy", "rle", "tif")
     pointwise = True
 
     def training(self, data_cfg, train_cfg, model) -> Training:
