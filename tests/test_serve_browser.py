@@ -532,3 +532,50 @@ def test_multilabel_page_overlapping_classes(served_multilabel, artifacts, tmp_p
         assert not page.is_visible("#dl-segments")
         _shot(page, artifacts, "serve_multilabel.png")
         assert not errors, errors
+
+
+# --- a multi-band model: the page uploads a 4-band GeoTIFF and draws the server's RGB composite under the mask
+
+@pytest.fixture(scope="module")
+def served_bands(tmp_path_factory):
+    """(base URL, predictor) of a server for a tiny untrained 4-band model (blue, green, red, nir + ndvi)."""
+    _require_browser()
+    pytest.importorskip("rasterio")
+    import torch
+
+    import pixelwise as pw
+    from pixelwise.data.bands import BandSpec
+    from pixelwise.data.spectral import CLASSES, PALETTE
+
+    torch.manual_seed(0)
+    spec = BandSpec.build(["blue", "green", "red", "nir"], 4, "uint16", indices=["ndvi"], max_value=10000)
+    model = pw.create_model("unet", len(CLASSES), base_channels=4, depth=2, in_chans=spec.channels)
+    pre = {"mean": [0.1] * spec.channels, "std": [0.1] * spec.channels, "bands": spec.to_dict()}
+    model_dir = pw.save_model(model, tmp_path_factory.mktemp("browser_bands") / "model", classes=CLASSES,
+                              palette=PALETTE, preprocessing=pre)
+    with _server(model_dir) as (url, app):
+        yield url, app.state.predictor
+
+
+def test_multi_band_page_draws_the_composite(served_bands, artifacts, tmp_path):
+    from pixelwise.data.formats import open_dataset
+    from pixelwise.data.raster import write_geotiff
+
+    url, predictor = served_bands
+    sample = open_dataset("spectral:default", "test", bands=4, size=96, count=1)[0]
+    path = write_geotiff(tmp_path / "scene.tif", sample.image, sample.meta["raster"])
+    composite = predictor.display(sample.image)
+    with _page(url) as (page, errors):
+        _upload(page, path)
+        assert "cannot show the image" not in page.inner_text("#caption")
+        size = page.evaluate("[document.getElementById('view').width, document.getElementById('view').height]")
+        assert size == [96, 96]
+        page.click("#all-off")  # every class hidden: the canvas is the composite itself
+        drawn = _canvas(page)[..., :3].astype(int)
+        assert np.abs(drawn - composite.astype(int)).max() <= 2
+        counts = page.evaluate("""() => { const c = new Array(view.classes.length).fill(0);
+            for (const v of view.labels) c[v]++; return c; }""")
+        expected = np.bincount(predictor.predict(sample.image).semantic.ravel(), minlength=len(predictor.classes))
+        assert counts == expected.tolist()
+        _shot(page, artifacts, "serve_bands.png")
+        assert not errors, errors
