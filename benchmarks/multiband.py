@@ -46,7 +46,7 @@ ROWS = {
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--data", default="../shared/data", help="the shared data folder, relative to the repository")
     ap.add_argument("--only", default="")
     args = ap.parse_args()
     from pixelwise.hardware import describe_cpu
