@@ -3,7 +3,8 @@
 Names: "fp32" (also spelled "off", the training spelling), "bf16", "fp16", and "auto". "auto" means
 bf16 on CUDA (fp16 where the GPU has no bf16), bf16 on CPUs whose bf16 matrix work runs natively
 (`pixelwise.hardware.cpu_has_fast_bf16`), fp32 elsewhere. The callers check a low-precision choice
-against fp32 before they trust it (the Predictor's calibration, the trainer's validation in fp32).
+against fp32 before they trust it (the Predictor's calibration, the trainer's validation in fp32). On a CPU
+the Predictor does not stop at the flag: it times the candidates (`pixelwise.inference.autoprecision`).
 """
 from __future__ import annotations
 

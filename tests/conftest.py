@@ -15,6 +15,13 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _precision_cache(tmp_path_factory):
+    """precision='auto' decisions are cached per test session, never in the user's ~/.cache."""
+    os.environ["PIXELWISE_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+
+
 def shared_dataset(name: str) -> Path:
     """Path to ../shared/data/NAME, or skip (fail under CI) when it is missing."""
     path = SHARED_DATA / name

@@ -272,8 +272,18 @@ def test_prepare_model_casts_fuses_and_keeps_logits_in_fp32():
         torch.testing.assert_close(fp32(x), model(x), atol=1e-4, rtol=1e-4)
 
 
-def test_low_precision_is_checked_against_fp32(monkeypatch):
+def bf16_times_faster(monkeypatch, factor: float = 2.0):
+    """The timer of precision='auto' made to see bf16 `factor` times faster than fp32 (bf16 candidates on)."""
+    from pixelwise.inference import autoprecision
+
     monkeypatch.setattr("pixelwise.hardware.cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setenv("PIXELWISE_PRECISION_CACHE", "off")
+    monkeypatch.setattr(autoprecision, "time_model",
+                        lambda model, x, repeats=3: 10.0 / factor if x.dtype == torch.bfloat16 else 10.0)
+
+
+def test_low_precision_is_checked_against_fp32(monkeypatch):
+    bf16_times_faster(monkeypatch)
     monkeypatch.setattr(predictor_mod, "MIN_AGREEMENT", 0.0)
     p = Predictor(Local(), CONFIG, "cpu", "auto")
     assert p.precision == "bf16" and p.calibration["ok"] and p.dtype == torch.bfloat16
@@ -291,6 +301,46 @@ def test_low_precision_is_checked_against_fp32(monkeypatch):
         assert Predictor(Local(), CONFIG, "cpu", "auto").precision == "fp32"
     with pytest.raises(PixelwiseError, match="CUDA"):
         Predictor(Local(), CONFIG, "cpu", "fp16")
+
+
+def test_auto_precision_is_measured_not_read_from_the_cpu_flag(monkeypatch, tmp_path):
+    """bf16 instructions present but bf16 slower (or not faster by 5%): auto keeps fp32; faster: bf16. The
+    decision is cached per (architecture, size, CPU, torch) and a second Predictor does not time again."""
+    from pixelwise.inference import autoprecision
+
+    monkeypatch.setattr(predictor_mod, "MIN_AGREEMENT", 0.0)
+    bf16_times_faster(monkeypatch, factor=0.5)  # bf16 twice as slow
+    p = Predictor(Local(), CONFIG, "cpu", "auto")
+    assert p.precision == "fp32" and p.auto_choice["ms"] == {"fp32": 10.0, "bf16": 20.0}
+    assert "auto: fp32 10.0 ms, bf16 20.0 ms" in p.describe()
+    bf16_times_faster(monkeypatch, factor=1.03)  # within the 5% margin: fp32
+    assert Predictor(Local(), CONFIG, "cpu", "auto").precision == "fp32"
+    bf16_times_faster(monkeypatch, factor=2.0)
+    monkeypatch.setenv("PIXELWISE_PRECISION_CACHE", "on")
+    monkeypatch.setenv("PIXELWISE_CACHE_DIR", str(tmp_path))
+    tile = Predictor(Local(), CONFIG, "cpu", "auto", tile=96)
+    assert tile.precision == "bf16" and tile.auto_choice["size"] == 96 and not tile.auto_choice["cached"]
+    assert (tmp_path / "precision.json").is_file()
+    calls = []
+    monkeypatch.setattr(autoprecision, "time_model", lambda *a, **k: calls.append(1) or 1.0)
+    again = Predictor(Local(), CONFIG, "cpu", "auto", tile=96)
+    assert again.precision == "bf16" and again.auto_choice["cached"] and not calls
+    Predictor(Local(), CONFIG, "cpu", "auto", tile=64)  # another size: timed
+    assert calls
+    assert Predictor(Local(), CONFIG, "cpu", "fp32").auto_choice is None  # explicit: nothing measured
+    (tmp_path / "precision.json").write_text("{not json")  # a damaged cache is rebuilt, not an error
+    assert Predictor(Local(), CONFIG, "cpu", "auto", tile=96).precision in ("bf16", "fp32")
+
+
+def test_auto_precision_times_the_real_model():
+    """Without stand-ins: both candidates are timed (where bf16 instructions exist) and the faster kept."""
+    from pixelwise.hardware import cpu_has_fast_bf16
+
+    p = Predictor(Local(), CONFIG, "cpu", "auto")
+    if cpu_has_fast_bf16():
+        assert set(p.auto_choice["ms"]) == {"fp32", "bf16"} and all(v > 0 for v in p.auto_choice["ms"].values())
+    else:
+        assert p.auto_choice["chosen"] == "fp32" and p.auto_choice["ms"] == {}
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ semantic one); an inference option the task cannot honour is an error.
 
 Speed: the model runs through the fast path of `pixelwise.inference.fastpath` (batch norm folded, ASPP
 without copies, channels_last, weights cast to the precision, convolutions as prepacked oneDNN calls).
-precision="auto" picks bf16 on CUDA and on CPUs with native bf16 units (`pixelwise.precision`), fp32
+precision="auto" picks bf16 on CUDA; on a CPU with bf16 instructions it times the model in fp32 and bf16
+and keeps the faster (`pixelwise.inference.autoprecision`: bf16 must win by 5%; decisions cached), fp32
 elsewhere; before a low-precision model is used, its argmax is compared with the fp32 model's on a
 calibration image (a synthetic scene), and below `MIN_AGREEMENT` of the pixels "auto" falls back to fp32
 (a warning says so; an explicit "bf16"/"fp16" is kept, with the same warning); agreement is the task's
@@ -156,6 +157,7 @@ class Predictor:
         self.tta = parse_tta(tta)
         self.task.check_applies(self._asked())
         self.calibration: dict | None = None
+        self.auto_choice: dict | None = None
         self.onnx = not isinstance(model, torch.nn.Module)
         if self.onnx:
             if self.precision != "fp32" and precision != "auto":
@@ -164,6 +166,8 @@ class Predictor:
         elif not fastpath:
             self.model = model
         else:
+            if precision == "auto" and self.device.type == "cpu":
+                self.precision = self._measure(model)
             self.model = self._prepare(model, calibrate and self.precision != "fp32")
         self.align = int(getattr(model, "stride", 32) or 32)
         self.dtype = DTYPES[self.precision]
@@ -234,6 +238,24 @@ class Predictor:
                       f"image's pixels (< {MIN_AGREEMENT:.1%}); precision='auto' would fall back to fp32",
                       stacklevel=3)
         return low
+
+    def _measure(self, model: torch.nn.Module) -> str:
+        """precision="auto" on a CPU: the fastest precision for this model here, timed at the tile size (or the
+        calibration size) or read from the cache (`pixelwise.inference.autoprecision`); kept in
+        self.auto_choice and said by describe()."""
+        from pixelwise.inference.autoprecision import measure
+        from pixelwise.inference.probe import input_channels
+
+        folded, _ = fold_batchnorm(model)
+        size = min(self.tile or CALIBRATION_SIZE, 1024)
+        size = max(self.align_of(model), size // self.align_of(model) * self.align_of(model))
+        self.auto_choice = measure(lambda dtype: prepare_model(folded, self.device, dtype, fold=False),
+                                   getattr(model, "pixelwise_arch", None), input_channels(model), size, self.device)
+        return self.auto_choice["chosen"]
+
+    @staticmethod
+    def align_of(model) -> int:
+        return int(getattr(model, "stride", 32) or 32)
 
     def _calibration_input(self) -> np.ndarray:
         """The calibration scene as this model's input: uint8 RGB, or for a multi-band model raw bands made
@@ -393,6 +415,10 @@ class Predictor:
         """One line: task, backend, device, precision (and its calibration), tiling, TTA, CRF."""
         backend = "onnxruntime" if self.onnx else "torch"
         cal = (f" (calibration agreement {self.calibration['agreement']:.2%})" if self.calibration else "")
+        choice = self.auto_choice
+        if choice and choice.get("ms"):
+            timed = ", ".join(f"{k} {v:.1f} ms" for k, v in choice["ms"].items())
+            cal += f" [auto: {timed} at {choice['size']}px{', cached' if choice.get('cached') else ''}]"
         tile = f", tile {self.tile} overlap {self.overlap:g} {self.blend}" if self.tile else ""
         flip, scales = self.tta
         tta = f", TTA flip={flip} scales={list(scales)}" if flip or scales != (1.0,) else ""

@@ -1,0 +1,123 @@
+"""precision="auto" on a CPU, measured: which precision runs this model fastest here, at this input size.
+
+A CPU flag says whether bf16 instructions exist, not whether they pay: on the same recipe bf16 has been
+faster than fp32 on one kind of CPU here and slower on another. So "auto" times the fast-path model in each
+candidate precision and keeps the fastest; the Predictor then checks a low-precision winner against fp32 on
+its calibration image as before (and falls back when it disagrees).
+
+- Candidates: fp32 always; bf16 where the CPU has bf16 instructions (`cpu_has_fast_bf16`; elsewhere bf16 is
+  emulated in software and is not worth the timing).
+- Timing: a (1, C, S, S) input, S the tile size when one is set (what every call will see) else
+  CALIBRATION_SIZE; one warm-up call, then the median of REPEATS calls. bf16 must beat fp32 by MIN_GAIN to
+  be chosen (within the noise, fp32 is exact and wins).
+- Cache: the decision and its timings, keyed by (architecture record, input channels, size, CPU model,
+  torch version, threads), in `$PIXELWISE_CACHE_DIR/precision.json` (default `~/.cache/pixelwise`), so a
+  second run does not pay again. PIXELWISE_PRECISION_CACHE=off times every time. An explicit precision
+  ("fp32", "bf16") skips all of this.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from pixelwise.precision import DTYPES
+
+REPEATS = 3
+MIN_GAIN = 0.05  # a low precision must be at least 5% faster than fp32 to be chosen
+log = logging.getLogger("pixelwise.inference")
+
+
+def candidates() -> list[str]:
+    """The precisions worth timing on this CPU."""
+    from pixelwise.hardware import cpu_has_fast_bf16
+
+    return ["fp32", "bf16"] if cpu_has_fast_bf16() else ["fp32"]
+
+
+def time_model(model, x: torch.Tensor, repeats: int = REPEATS) -> float:
+    """Median milliseconds of `model(x)` over `repeats` calls, after one warm-up call."""
+    with torch.inference_mode():
+        model(x)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x)
+            times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def choose(timings: dict[str, float]) -> str:
+    """The fastest precision of {name: ms}; a low one only when it beats fp32 by MIN_GAIN."""
+    best = min(timings, key=timings.get)
+    if best != "fp32" and timings[best] > timings["fp32"] * (1 - MIN_GAIN):
+        return "fp32"
+    return best
+
+
+def cache_path() -> Path | None:
+    """The decisions file, or None when caching is off."""
+    if os.environ.get("PIXELWISE_PRECISION_CACHE", "").lower() in ("off", "0", "false", "no"):
+        return None
+    root = os.environ.get("PIXELWISE_CACHE_DIR") or Path.home() / ".cache" / "pixelwise"
+    return Path(root) / "precision.json"
+
+
+def cache_key(arch: dict | None, channels: int, size: int) -> str:
+    from pixelwise.hardware import describe_cpu
+
+    return json.dumps({"arch": arch, "channels": channels, "size": size, "cpu": describe_cpu(),
+                       "torch": torch.__version__}, sort_keys=True, default=str)
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):  # missing or damaged: start afresh
+        return {}
+
+
+def _write(path: Path, key: str, decision: dict) -> None:
+    """Add one decision to the cache file, atomically; a read-only home is not an error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = _read(path)
+        data[key] = decision
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(path)
+    except OSError as exc:
+        log.info("precision cache not written (%s): %s", path, exc)
+
+
+def measure(prepare, arch: dict | None, channels: int, size: int, device: torch.device) -> dict:
+    """{"chosen", "ms": {precision: ms}, "size", "cached"}: `prepare(dtype)` builds the fast-path model in a
+    precision; the decision comes from the cache when it holds this key."""
+    names = candidates()
+    if names == ["fp32"]:
+        return {"chosen": "fp32", "ms": {}, "size": size, "cached": False,
+                "why": "no bf16 instructions on this CPU"}
+    path, key = cache_path(), cache_key(arch, channels, size)
+    if path is not None:
+        hit = _read(path).get(key)
+        if isinstance(hit, dict) and hit.get("chosen") in names:
+            return {**hit, "cached": True}
+    x = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(0))
+    timings = {}
+    for name in names:
+        model = prepare(DTYPES[name])
+        xin = x.to(device, DTYPES[name]).contiguous(memory_format=torch.channels_last)
+        timings[name] = round(time_model(model, xin), 3)
+        del model
+    decision = {"chosen": choose(timings), "ms": timings, "size": size}
+    log.info("precision auto: %s (%s ms at %dx%d)", decision["chosen"],
+             ", ".join(f"{k} {v:g}" for k, v in timings.items()), size, size)
+    if path is not None:
+        _write(path, key, decision)
+    return {**decision, "cached": False}
