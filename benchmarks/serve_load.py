@@ -60,6 +60,11 @@ def free_port() -> int:
 def start_server(model_dir: Path, port: int, workers: int, queue: int, timeout: float) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "pixelwise", "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
            "--workers-threads", str(workers), "--queue", str(queue), "--timeout", str(timeout), "--precision", "fp32"]
+    return launch(cmd, port)
+
+
+def launch(cmd: list[str], port: int) -> subprocess.Popen:
+    """Start a server command and wait (up to 120 s) until it answers GET /healthz on `port`."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -69,6 +74,7 @@ def start_server(model_dir: Path, port: int, workers: int, queue: int, timeout: 
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/healthz")
             if conn.getresponse().status == 200:
+                conn.close()
                 return proc
         except OSError:
             time.sleep(0.2)
@@ -143,14 +149,14 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    """Replace this script's own section of RESULTS.md (or append it); other sections stay as they are."""
+def write_section(text: str, heading: str = HEADING) -> None:
+    """Replace the section of RESULTS.md under `heading` (or append it); other sections stay as they are."""
     old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    start = old.find(HEADING)
+    start = old.find(heading)
     if start < 0:
         new = old.rstrip("\n") + "\n\n" + text + "\n"
     else:
-        end = old.find("\n## ", start + len(HEADING))
+        end = old.find("\n## ", start + len(heading))
         new = old[:start] + text + ("\n" + old[end:] if end >= 0 else "\n")
     RESULTS.write_text(new)
 

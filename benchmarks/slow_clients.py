@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import io
 import selectors
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,12 +31,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from serve_load import BOUNDARY, free_port, launch, make_body, make_model, write_section  # benchmarks/ beside
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 HEADING = "## Serve: slow and idle clients"
-BOUNDARY = "pixelwiseslowclients"
 PARTIAL = b"POST /v1/segment HTTP/1.1\r\nHost: x\r\n"
 # The server `pixelwise serve` ran before the request-head timeout (for --baseline).
 BASELINE = """
@@ -49,47 +46,6 @@ settings = ServeSettings(port=int(sys.argv[2]), worker_threads=int(sys.argv[3]),
 uvicorn.run(create_app(sys.argv[1], settings), host="127.0.0.1", port=settings.port, log_level="warning",
             server_header=False, timeout_keep_alive=5, limit_concurrency=max(64, 4 * settings.capacity))
 """
-
-
-def make_model(directory: Path) -> Path:
-    import pixelwise as pw
-    from pixelwise.data.synthetic import CLASSES, PALETTE
-
-    model = pw.create_model("unet", len(CLASSES), base_channels=8, depth=3)
-    return pw.save_model(model, directory / "model", classes=CLASSES, palette=PALETTE)
-
-
-def make_body(size: int) -> bytes:
-    from pixelwise.data.synthetic import make_scene
-
-    buf = io.BytesIO()
-    Image.fromarray(make_scene(1, size=size).image).save(buf, format="PNG")
-    return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"scene.png\"\r\n"
-            f"Content-Type: image/png\r\n\r\n").encode() + buf.getvalue() + f"\r\n--{BOUNDARY}--\r\n".encode()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(cmd: list[str], port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("server did not answer /healthz within 120 s")
 
 
 class IdleClients:
@@ -210,18 +166,6 @@ def table(rows: list[dict], args) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    """Replace this script's own section of RESULTS.md (or append it); other sections stay as they are."""
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    start = old.find(HEADING)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    else:
-        end = old.find("\n## ", start + len(HEADING))
-        new = old[:start] + text + ("\n" + old[end:] if end >= 0 else "\n")
-    RESULTS.write_text(new)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=70, help="idle connections with a half-sent head")
@@ -255,7 +199,7 @@ def main() -> int:
                              str(args.queue)], False))
         for name, timeout, cmd, reconnect in servers:
             port = free_port()
-            server = start_server([c.replace("{port}", str(port)) for c in cmd], port)
+            server = launch([c.replace("{port}", str(port)) for c in cmd], port)
             try:
                 one_request(port, 1, body)  # warm-up, not counted
                 row = {"server": name, "timeout": timeout, **measure(port, body, args, reconnect)}
@@ -280,7 +224,7 @@ def main() -> int:
             f"{table(rows, args)}\n")
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(text, HEADING)
         print(f"wrote the '{HEADING}' section of {RESULTS}")
     ours = [r for r in rows if r["timeout"] != "none"]
     return 0 if all(r["n200"] == r["requests"] for r in ours) else 1
