@@ -3,6 +3,10 @@ with a reason on a user's machine, and fail under CI (CI=true), where the data m
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,6 +39,27 @@ def shared_dataset(name: str) -> Path:
 @pytest.fixture
 def camvid_root() -> Path:
     return shared_dataset("camvid")
+
+
+@contextmanager
+def uvicorn_in_thread(config):
+    """(port, uvicorn.Server) of a uvicorn.Config served in a daemon thread on a free loopback port."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start within 30 s"
+    try:
+        yield sock.getsockname()[1], server
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def run_cli(argv, capsys):

@@ -23,9 +23,6 @@ import io
 import json
 import os
 import shutil
-import socket
-import threading
-import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from conftest import uvicorn_in_thread
 
 CHROMIUM = Path(os.environ.get("PIXELWISE_CHROMIUM", "/usr/bin/chromium"))
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -68,20 +67,8 @@ def _server(model_dir):
     from pixelwise.serve import ServeSettings, create_app
 
     app = create_app(model_dir, ServeSettings(worker_threads=1, queue_size=2, timeout_s=30))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start within 30 s"
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with uvicorn_in_thread(uvicorn.Config(app, log_level="warning")) as (port, _server):
+        yield f"http://127.0.0.1:{port}", app
 
 
 @pytest.fixture(scope="module")

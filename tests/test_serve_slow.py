@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import uvicorn_in_thread
+
 pytest.importorskip("fastapi", reason="serving needs the 'serve' extra (fastapi, uvicorn, python-multipart)")
 pytest.importorskip("python_multipart", reason="serving needs python-multipart")
 httpx = pytest.importorskip("httpx")
-import uvicorn  # noqa: E402
 
 import pixelwise as pw  # noqa: E402
 from pixelwise.serve import ServeSettings, create_app, uvicorn_config  # noqa: E402
@@ -47,20 +48,8 @@ def model_dir(tmp_path_factory):
 @contextmanager
 def running(app, settings):
     """(port, uvicorn.Server) of `app` served in a thread on a free loopback port, configured as serve() does."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn_config(app, settings, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start within 30 s"
-    try:
-        yield sock.getsockname()[1], server
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with uvicorn_in_thread(uvicorn_config(app, settings, log_level="warning")) as running_server:
+        yield running_server
 
 
 @pytest.fixture(scope="module")
