@@ -159,6 +159,7 @@ class Predictor:
         self.calibration: dict | None = None
         self.auto_choice: dict | None = None
         self.onnx = not isinstance(model, torch.nn.Module)
+        self.align = int(getattr(model, "stride", 32) or 32)
         if self.onnx:
             if self.precision != "fp32" and precision != "auto":
                 raise PixelwiseError("an ONNX model runs in fp32 (precision 'auto' or 'fp32')")
@@ -166,10 +167,10 @@ class Predictor:
         elif not fastpath:
             self.model = model
         else:
+            folded, _ = fold_batchnorm(model)
             if precision == "auto" and self.device.type == "cpu":
-                self.precision = self._measure(model)
-            self.model = self._prepare(model, calibrate and self.precision != "fp32")
-        self.align = int(getattr(model, "stride", 32) or 32)
+                self.precision = self._measure(folded)
+            self.model = self._prepare(folded, calibrate and self.precision != "fp32")
         self.dtype = DTYPES[self.precision]
         self._run = with_tta(self._forward, *self.tta)
 
@@ -213,9 +214,9 @@ class Predictor:
 
     # -- the model -------------------------------------------------------------------------------------
 
-    def _prepare(self, model: torch.nn.Module, calibrate: bool) -> torch.nn.Module:
-        """The fast-path copy in self.precision; with `calibrate`, checked against fp32 first."""
-        folded, _ = fold_batchnorm(model)
+    def _prepare(self, folded: torch.nn.Module, calibrate: bool) -> torch.nn.Module:
+        """The fast-path copy of the batch-norm-folded model in self.precision; with `calibrate`, checked
+        against fp32 first."""
         low = prepare_model(folded, self.device, DTYPES[self.precision], fold=False)
         if not calibrate:
             return low
@@ -239,23 +240,18 @@ class Predictor:
                       stacklevel=3)
         return low
 
-    def _measure(self, model: torch.nn.Module) -> str:
-        """precision="auto" on a CPU: the fastest precision for this model here, timed at the tile size (or the
-        calibration size) or read from the cache (`pixelwise.inference.autoprecision`); kept in
-        self.auto_choice and said by describe()."""
+    def _measure(self, folded: torch.nn.Module) -> str:
+        """precision="auto" on a CPU: the fastest precision for the (batch-norm-folded) model here, timed at
+        the tile size (or the calibration size) or read from the cache (`pixelwise.inference.autoprecision`);
+        kept in self.auto_choice and said by describe()."""
         from pixelwise.inference.autoprecision import measure
         from pixelwise.inference.probe import input_channels
 
-        folded, _ = fold_batchnorm(model)
         size = min(self.tile or CALIBRATION_SIZE, 1024)
-        size = max(self.align_of(model), size // self.align_of(model) * self.align_of(model))
+        size = max(self.align, size // self.align * self.align)
         self.auto_choice = measure(lambda dtype: prepare_model(folded, self.device, dtype, fold=False),
-                                   getattr(model, "pixelwise_arch", None), input_channels(model), size, self.device)
+                                   getattr(folded, "pixelwise_arch", None), input_channels(folded), size, self.device)
         return self.auto_choice["chosen"]
-
-    @staticmethod
-    def align_of(model) -> int:
-        return int(getattr(model, "stride", 32) or 32)
 
     def _calibration_input(self) -> np.ndarray:
         """The calibration scene as this model's input: uint8 RGB, or for a multi-band model raw bands made

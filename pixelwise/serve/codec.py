@@ -26,12 +26,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     loader (pixelwise.data.io.decode_image: the size is checked from the header before any pixel is
     decoded, so a decompression bomb is refused without allocating it). Raises RequestError: 413 for an
     image over `max_pixels`, 400 for anything else wrong with it."""
-    try:
-        return decode(data, "the upload", max_pixels)
-    except ImageTooLarge as exc:
-        raise RequestError(413, f"{exc} (--max-pixels)") from None
-    except DataError as exc:
-        raise RequestError(400, str(exc)) from None
+    return _decoded(decode, data, max_pixels)
 
 
 def decode_raster(data: bytes, max_pixels: int) -> np.ndarray:
@@ -39,8 +34,13 @@ def decode_raster(data: bytes, max_pixels: int) -> np.ndarray:
     or an 8-bit image any other format -> uint8 (H, W, 3). Raises RequestError 413 / 400 as decode_image."""
     from pixelwise.data.raster import decode_raster as decode_bands
 
+    return _decoded(decode_bands, data, max_pixels)
+
+
+def _decoded(decoder, data: bytes, max_pixels: int) -> np.ndarray:
+    """decoder(data, "the upload", max_pixels), its DataErrors as RequestErrors: 413 too large, else 400."""
     try:
-        return decode_bands(data, "the upload", max_pixels)
+        return decoder(data, "the upload", max_pixels)
     except ImageTooLarge as exc:
         raise RequestError(413, f"{exc} (--max-pixels)") from None
     except DataError as exc:
