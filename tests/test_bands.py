@@ -316,3 +316,17 @@ def test_a_pretrained_encoder_adapted_to_the_bands_is_said_in_the_saved_model(tm
         train(cfg, tmp_path / "run", progress=False)
     config = pw.read_model_config(tmp_path / "run" / "last")
     assert config["input_adapted"]["to_channels"] == 4
+
+
+def test_mean_and_std_list_one_value_per_input_channel(tmp_path):
+    """Per-channel statistics of the wrong length stop the run before it starts, for RGB recipes too."""
+    from pixelwise.engine.trainer import train
+    from pixelwise.errors import ConfigError
+
+    cfg = load_config(None, ["data.mean=[0.5, 0.5]", "data.std=[0.5, 0.5]", "train.epochs=1"])
+    with pytest.raises(ConfigError, match=r"data.mean': 2 values for 3 input channels \(red, green, blue\)"):
+        train(cfg, tmp_path / "rgb", progress=False)
+    cfg = load_config(None, ["data.format=spectral", "data.options={bands: 4, size: 32, count: 2}",
+                             "data.color_jitter=0", "data.std=[1, 1, 1]", "train.epochs=1"])
+    with pytest.raises(ConfigError, match=r"data.std': 3 values for 4 input channels \(blue, green, red, nir\)"):
+        train(cfg, tmp_path / "bands", progress=False)

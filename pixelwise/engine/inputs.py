@@ -21,6 +21,7 @@ from pixelwise.config import Config
 from pixelwise.constants import IMAGENET_MEAN, IMAGENET_STD
 from pixelwise.data.bands import BandSpec, asks_for_bands, channel_stats, role_of, spec_for
 from pixelwise.data.transforms import check_jitter
+from pixelwise.engine.finetune import resolve_normalisation
 from pixelwise.errors import ConfigError
 
 STATS_IMAGES = 32
@@ -53,18 +54,33 @@ def input_kwargs(spec: BandSpec) -> dict:
     return {} if spec.channels == 3 else {"in_chans": spec.channels}
 
 
-def resolve_channel_norm(cfg: Config, spec: BandSpec, train_ds, weights_norm) -> Config:
-    """Fill data.mean/std for a multi-band spec (see the module docstring); check given ones' lengths.
-    weights_norm: (mean, std) of RGB the model's weights expect."""
-    data = cfg.data
-    if data.mean is not None and data.std is not None:
-        for key, value in (("mean", data.mean), ("std", data.std)):
-            if len(value) != spec.channels:
-                raise ConfigError(f"config key 'data.{key}': {len(value)} values for {spec.channels} input channels "
-                                  f"({', '.join(spec.channel_names)})")
-        return cfg
+def resolve_channel_norm(cfg: Config, spec: BandSpec, train_ds, model, init) -> Config:
+    """Fill data.mean/std the recipe leaves out (see the module docstring; RGB: `resolve_normalisation`), and
+    check that each lists one value per input channel. model, init: the run's model and `load_init` report."""
     if spec.is_rgb:
-        return cfg
+        cfg = resolve_normalisation(cfg, model, init)
+    elif cfg.data.mean is None or cfg.data.std is None:
+        mean, std = _data_norm(spec, train_ds, _weights_norm(model, init))
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, mean=list(cfg.data.mean or mean),
+                                                                std=list(cfg.data.std or std)))
+    for key in ("mean", "std"):
+        value = getattr(cfg.data, key)
+        if len(value) != spec.channels:
+            raise ConfigError(f"config key 'data.{key}': {len(value)} values for {spec.channels} input channels "
+                              f"({', '.join(spec.channel_names)})")
+    return cfg
+
+
+def _weights_norm(model, init) -> tuple | None:
+    """(mean, std) of RGB the starting weights expect: a fine-tuned RGB model's saved ones, else the encoder's."""
+    saved = init.preprocessing if init is not None else {}
+    if len(saved.get("mean") or ()) == 3 and not saved.get("bands"):
+        return saved["mean"], saved["std"]
+    return getattr(model, "norm", None)
+
+
+def _data_norm(spec: BandSpec, train_ds, weights_norm) -> tuple[list, list]:
+    """Per-channel (mean, std) from the training split; on 8-bit RGB, the RGB channels keep `weights_norm`."""
     mean, std = dataset_stats(train_ds, spec)
     if spec.raw_bands == 3 and spec.scale == 255.0:  # 8-bit RGB: what the weights expect for its channels
         w_mean, w_std = weights_norm or (IMAGENET_MEAN, IMAGENET_STD)
@@ -73,8 +89,7 @@ def resolve_channel_norm(cfg: Config, spec: BandSpec, train_ds, weights_norm) ->
             role = role_of(spec.names[band])
             if role in order:
                 mean[k], std[k] = float(w_mean[order[role]]), float(w_std[order[role]])
-    return dataclasses.replace(cfg, data=dataclasses.replace(data, mean=list(data.mean or mean),
-                                                             std=list(data.std or std)))
+    return mean, std
 
 
 def dataset_stats(dataset, spec: BandSpec, limit: int = STATS_IMAGES) -> tuple[list, list]:

@@ -31,8 +31,7 @@ from pixelwise.engine import checkpoint as ckpt
 from pixelwise.engine import distributed as ddp
 from pixelwise.engine.ema import ModelEMA
 from pixelwise.engine.evaluate import run_evaluation
-from pixelwise.engine.finetune import (InitReport, encoder_lr_mult, load_init, param_groups, resolve_normalisation,
-                                       set_encoder_frozen)
+from pixelwise.engine.finetune import InitReport, encoder_lr_mult, load_init, param_groups, set_encoder_frozen
 from pixelwise.engine.inputs import input_kwargs, resolve_bands, resolve_channel_norm
 from pixelwise.engine.inputs import preprocessing as input_preprocessing
 from pixelwise.engine.logging import append_jsonl, plot_curves, read_jsonl, write_jsonl
@@ -227,13 +226,7 @@ def _setup(cfg: Config, out: Path, info: ddp.DistInfo) -> _Run:
     model = create_model(cfg.model.name, len(classes), **{**model_kwargs(cfg), **input_kwargs(bands)})
     task = _task(cfg, names, train_ds, model)
     init = load_init(model, tc.init_from, cfg.model.name) if tc.init_from else None
-    if bands.is_rgb:
-        cfg = resolve_normalisation(cfg, model, init)
-    else:
-        init_pre = init.preprocessing if init is not None else {}
-        weights_norm = ((init_pre["mean"], init_pre["std"]) if len(init_pre.get("mean") or ()) == 3
-                        and not init_pre.get("bands") else getattr(model, "norm", None))
-        cfg = resolve_channel_norm(cfg, bands, train_ds, weights_norm)
+    cfg = resolve_channel_norm(cfg, bands, train_ds, model, init)
     parts = task.training(cfg.data, cfg.train, model)
     model = model.to(info.device)
     if tc.channels_last:
