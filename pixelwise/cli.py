@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from pixelwise.errors import DataError, PixelwiseError
+from pixelwise.errors import PixelwiseError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,29 +80,10 @@ def data_check(spec: str, splits: tuple[str, ...], weights: bool, json_out: str 
 
 
 def _band_stats(spec: str, split: str, recipe: str | None) -> str:
-    """The recipe lines `data check --stats` prints: the band keys resolved and each channel's mean/std."""
-    import numpy as np
-
     from pixelwise.config import load_config
-    from pixelwise.data.bands import spec_for
-    from pixelwise.data.formats import open_dataset
-    from pixelwise.engine.inputs import STATS_IMAGES, dataset_stats
+    from pixelwise.engine.inputs import stats_lines
 
-    settings = load_config(recipe).data if recipe else load_config(None).data
-    dataset = open_dataset(spec, split, **dict(settings.options))
-    if not len(dataset):
-        raise DataError(f"{spec}: split '{split}' has no images")
-    first = dataset[0]
-    bands = spec_for(settings, np.asarray(first.image), (first.meta.get("raster") or {}).get("band_names"))
-    mean, std = dataset_stats(dataset, bands)
-    used = min(len(dataset), STATS_IMAGES)
-    lines = ["", f"# per-channel statistics of split {split} ({used} of {len(dataset)} images): "
-             f"{', '.join(bands.channel_names)}", "data:"]
-    if not bands.is_rgb:
-        lines += [f"  band_names: [{', '.join(bands.names)}]", f"  bands: {bands.select}",
-                  f"  indices: [{', '.join(bands.indices)}]", f"  max_value: {bands.scale:g}"]
-    lines += [f"  mean: [{', '.join(f'{v:.6g}' for v in mean)}]", f"  std: [{', '.join(f'{v:.6g}' for v in std)}]"]
-    return "\n".join(lines)
+    return stats_lines(spec, split, load_config(recipe).data if recipe else load_config(None).data)
 
 
 @cli.command(context_settings={"ignore_unknown_options": False})

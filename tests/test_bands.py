@@ -106,7 +106,7 @@ def test_training_preset_moves_every_band_with_the_labels():
         assert x.shape == (4, 32, 32) and y.shape == (32, 32)
         inside = y != 255
         agree = (x[3][inside].round() == y[inside].float()).float().mean()
-        assert agree > 0.95 and y[inside].float().std() > 0 or not (y[inside] == 1).any()
+        assert agree > 0.95, agree
 
 
 def test_colour_jitter_is_refused_on_non_rgb_images(tmp_path):
@@ -237,6 +237,7 @@ def test_data_check_stats_prints_the_recipe_lines(tmp_path):
 def test_predict_a_geotiff_to_a_geotiff_mask_with_its_crs(spectral_run, tmp_path):
     rasterio = pytest.importorskip("rasterio")
     from click.testing import CliRunner
+    from PIL import Image
 
     from pixelwise.cli import cli
     from pixelwise.data.formats import open_dataset
@@ -253,11 +254,9 @@ def test_predict_a_geotiff_to_a_geotiff_mask_with_its_crs(spectral_run, tmp_path
         labels = got.read(1)
     expected = Predictor.from_dir(spectral_run / "best", device="cpu", precision="fp32").predict(sample.image)
     assert np.array_equal(labels, expected.semantic)
-    overlay = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(out / "scene_overlay.png"))
+    overlay = np.asarray(Image.open(out / "scene_overlay.png"))
     assert overlay.shape[0] == 48 and overlay.shape[2] == 3
     # a 3-band picture given to the 4-band model: named and skipped, exit 1
-    from PIL import Image
-
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "photo.png")
     result = CliRunner().invoke(cli, ["predict", str(spectral_run / "best"), str(tmp_path / "photo.png"), "--out",
                                       str(tmp_path / "out2")])

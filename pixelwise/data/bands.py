@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -273,7 +274,7 @@ def _role_band(role: str, names: Sequence[str]) -> int | None:
     return None
 
 
-class BandSettings:
+class BandSettings(Protocol):
     """The recipe keys a BandSpec is built from (the `data` section, pixelwise.config.DataConfig)."""
 
     band_names: list[str] | None

@@ -30,15 +30,16 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from pixelwise.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
-from pixelwise.data.bands import BandSpec, spec_for
+from pixelwise.data.bands import BandSettings, BandSpec, spec_for
 from pixelwise.data.sample import Sample
 from pixelwise.errors import DataError
 
 FILL = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}
 
 
-class Augmentation(Protocol):
-    """The settings `build_transform` reads (the `data` section of a recipe, pixelwise.config.DataConfig)."""
+class Augmentation(BandSettings, Protocol):
+    """The settings `build_transform` reads (the `data` section of a recipe, pixelwise.config.DataConfig),
+    the band keys included."""
 
     resize: int | None
     scale_range: tuple[float, float] | None
@@ -52,11 +53,6 @@ class Augmentation(Protocol):
     val_resize: int | None
     mean: list[float] | None
     std: list[float] | None
-    band_names: list[str] | None
-    bands: list[int | str] | None
-    indices: list[str]
-    max_value: float | None
-    rgb_bands: list[int | str] | None
 
 
 class RandomScale(v2.Transform):

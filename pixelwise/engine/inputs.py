@@ -9,7 +9,8 @@ into the recipe (config.yaml) and into the saved model, so prediction reads the 
 Normalisation of multi-band inputs: per channel, the mean and std of the training split's model inputs
 (`channel_stats`, up to STATS_IMAGES images); where the raw images are 8-bit RGB, their red, green and blue
 channels keep the statistics of the model's weights (a pretrained encoder saw ImageNet-normalised RGB) and
-only the derived channels get the data's.
+only the derived channels get the data's. `pixelwise data check --stats` prints the same statistics
+(`stats_lines`).
 """
 from __future__ import annotations
 
@@ -22,17 +23,15 @@ from pixelwise.constants import IMAGENET_MEAN, IMAGENET_STD
 from pixelwise.data.bands import BandSpec, asks_for_bands, channel_stats, role_of, spec_for
 from pixelwise.data.transforms import check_jitter
 from pixelwise.engine.finetune import resolve_normalisation
-from pixelwise.errors import ConfigError
+from pixelwise.data.formats import open_dataset
+from pixelwise.errors import ConfigError, DataError
 
 STATS_IMAGES = 32
 
 
 def resolve_bands(cfg: Config, train_ds) -> tuple[Config, BandSpec]:
     """(cfg with the band keys filled in, the spec) for the images of `train_ds`."""
-    sample = train_ds[0]
-    image = np.asarray(sample.image)
-    names = (sample.meta.get("raster") or {}).get("band_names")
-    spec = spec_for(cfg.data, image, names, where="data")
+    spec, image = _spec_of(cfg.data, train_ds)
     if spec.is_rgb and not asks_for_bands(cfg.data):
         channels = 3
     else:
@@ -47,6 +46,13 @@ def resolve_bands(cfg: Config, train_ds) -> tuple[Config, BandSpec]:
             raise ConfigError(f"config key '{key}': {asked}, but the data gives {channels} channels "
                               f"({', '.join(spec.channel_names)})")
     return cfg, spec
+
+
+def _spec_of(settings, dataset) -> tuple[BandSpec, np.ndarray]:
+    """(the BandSpec of the recipe's data keys for `dataset`'s images, its first raw image)."""
+    sample = dataset[0]
+    image = np.asarray(sample.image)
+    return spec_for(settings, image, (sample.meta.get("raster") or {}).get("band_names"), where="data"), image
 
 
 def input_kwargs(spec: BandSpec) -> dict:
@@ -106,3 +112,20 @@ def preprocessing(cfg: Config, spec: BandSpec) -> dict:
     if not spec.is_rgb:
         pre["bands"] = spec.to_dict()
     return pre
+
+
+def stats_lines(data: str, split: str, settings) -> str:
+    """What `pixelwise data check DATA --stats` prints: the resolved band keys and each channel's mean/std over
+    `split` of the dataset FORMAT:ROOT `data`, as recipe lines. settings: a recipe's data section."""
+    dataset = open_dataset(data, split, **dict(settings.options))
+    if not len(dataset):
+        raise DataError(f"{data}: split '{split}' has no images")
+    spec, _ = _spec_of(settings, dataset)
+    mean, std = dataset_stats(dataset, spec)
+    lines = ["", f"# per-channel statistics of split {split} ({min(len(dataset), STATS_IMAGES)} of {len(dataset)} "
+             f"images): {', '.join(spec.channel_names)}", "data:"]
+    if not spec.is_rgb:
+        lines += [f"  band_names: [{', '.join(spec.names)}]", f"  bands: {spec.select}",
+                  f"  indices: [{', '.join(spec.indices)}]", f"  max_value: {spec.scale:g}"]
+    lines += [f"  mean: [{', '.join(f'{v:.6g}' for v in mean)}]", f"  std: [{', '.join(f'{v:.6g}' for v in std)}]"]
+    return "\n".join(lines)
