@@ -12,7 +12,7 @@ from PIL import Image
 from pixelwise.data.check import check_dataset
 from pixelwise.data.formats import open_dataset
 from pixelwise.data.io import ImageTooLarge, write_index_png
-from pixelwise.data.raster import (RASTER_SUFFIXES, is_raster_path, raster_suffixes, read_image_file,
+from pixelwise.data.raster import (RASTER_SUFFIXES, is_raster_path, read_image_file,
                                    read_label_file, read_raster, read_raster_labels, write_geotiff)
 from pixelwise.data.spectral import CLASSES, RGBN_BANDS, S2_BANDS, make_spectral_scene, open_spectral
 from pixelwise.errors import DataError
@@ -177,7 +177,7 @@ def test_npy_shapes(tmp_path):
 
 
 def test_suffixes():
-    assert raster_suffixes() == RASTER_SUFFIXES == (".tif", ".tiff", ".npy")
+    assert RASTER_SUFFIXES == (".tif", ".tiff", ".npy")
     assert is_raster_path("a/B.TIF") and is_raster_path("x.npy") and not is_raster_path("x.png")
 
 

@@ -31,21 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
+from pixelwise.data.bands import MAX_BANDS
 from pixelwise.data.io import MAX_PIXELS, RASTER_SUFFIXES, ImageTooLarge, _reason, decode_image, read_image, read_mask
 from pixelwise.errors import DataError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
-MAX_BANDS = 64
 IMAGE_DTYPES = ("uint8", "uint16", "int16", "float32")  # kept as they are
 TO_FLOAT32 = ("int32", "float64")  # converted to float32
 GEO_HINT = "pip install 'pixelwise[geo]'"
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _DESCRIPTION = re.compile(r'<Item name="DESCRIPTION" sample="(\d+)"[^>]*>([^<]*)</Item>')
-
-
-def raster_suffixes() -> tuple[str, ...]:
-    """The suffixes `read_raster` reads: (".tif", ".tiff", ".npy")."""
-    return RASTER_SUFFIXES
 
 
 def is_raster_path(path: str | Path) -> bool:
@@ -79,7 +74,7 @@ def decode_raster(data: bytes, where: str = "the upload", max_pixels: int = MAX_
     import tempfile
 
     head = bytes(data[:8])
-    suffix = (".tif" if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+    suffix = (".tif" if head[:4] in TIFF_MAGIC
               else ".npy" if head[:6] == b"\x93NUMPY" else None)
     if suffix is None:
         return decode_image(data, where, max_pixels)
