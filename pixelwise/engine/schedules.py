@@ -78,8 +78,17 @@ def build_scheduler(optimizer, total: int, schedule: str, warmup: int, power: fl
 
 
 def build_optimizer(params, name: str, lr: float, weight_decay: float, momentum: float = 0.9):
+    """AdamW or SGD with momentum, as one fused kernel per step where torch has one for the parameters'
+    device (CPU and CUDA: the same update as the per-tensor loop, in fewer passes over memory)."""
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=False)
-    raise ValueError(f"unknown optimizer '{name}' (adamw, sgd)")
+        make = lambda **fast: torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **fast)  # noqa: E731
+    elif name == "sgd":
+        make = lambda **fast: torch.optim.SGD(params, lr=lr, weight_decay=weight_decay,  # noqa: E731
+                                              momentum=momentum, nesterov=False, **fast)
+    else:
+        raise ValueError(f"unknown optimizer '{name}' (adamw, sgd)")
+    params = list(params)
+    try:
+        return make(fused=True)
+    except (RuntimeError, ValueError, TypeError):  # a device or dtype without a fused kernel
+        return make()

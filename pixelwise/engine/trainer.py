@@ -27,6 +27,7 @@ from pixelwise import atomicdir
 from pixelwise.config import Config, save_config
 from pixelwise.data.dataset import TransformedDataset
 from pixelwise.data.formats import open_dataset
+from pixelwise.engine import autoamp
 from pixelwise.engine import checkpoint as ckpt
 from pixelwise.engine import distributed as ddp
 from pixelwise.engine.ema import ModelEMA
@@ -40,7 +41,7 @@ from pixelwise.errors import ConfigError, DataError, TrainingError
 from pixelwise.inference.predictor import Predictor
 from pixelwise.modeldir import read_model_config, resolve_model_dir
 from pixelwise.models import create_model
-from pixelwise.precision import autocast_dtype
+from pixelwise.precision import autocast_dtype, resolve_precision
 from pixelwise.tasks import Task, build_task, native_task
 
 
@@ -142,6 +143,7 @@ class _Run:
     scheduler: Any
     scaler: Any
     amp: torch.dtype | None
+    amp_choice: dict
     val_ds: Any
     classes: list[str]
     save_args: dict = field(default_factory=dict)
@@ -232,17 +234,16 @@ def _setup(cfg: Config, out: Path, info: ddp.DistInfo) -> _Run:
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     loader, sampler = _loader(cfg, parts, train_ds, info)
-    groups = param_groups(model, tc.lr, tc.weight_decay, encoder_lr_mult(cfg))
-    optimizer = build_optimizer(groups, tc.optimizer, tc.lr, tc.weight_decay, tc.momentum)
+    optimizer = _make_optimizer(cfg)(model)
     budget_s = tc.time_limit_min * 60 if tc.time_limit_min else None
     steps = len(loader)
     scheduler = build_scheduler(optimizer, tc.epochs * steps, tc.schedule, int(tc.warmup_epochs * steps),
                                 tc.poly_power, budget_s)
-    amp = autocast_dtype(tc.amp, info.device)
+    amp, amp_choice = _training_form(cfg, model, parts.criterion.to(info.device), loader, info)
     scaler = torch.amp.GradScaler(info.device.type, enabled=amp == torch.float16)
     preprocessing = input_preprocessing(cfg, bands)
     extra = {"dataset": spec, "recipe": cfg.to_dict(), "task": task.name, "task_options": dict(cfg.task.options),
-             "things": list(task.things)}
+             "things": list(task.things), "train_precision": amp_choice}
     encoder = getattr(model, "encoder", None)
     if getattr(encoder, "adapted_input", False):  # said in the saved model: its weights started from RGB ones
         extra["input_adapted"] = {"from_channels": 3, "to_channels": bands.channels,
@@ -255,7 +256,38 @@ def _setup(cfg: Config, out: Path, info: ddp.DistInfo) -> _Run:
         train_model = torch.nn.parallel.DistributedDataParallel(model)
     ema = ModelEMA(model, tc.ema) if tc.ema > 0 else None
     return _Run(cfg, out, info, task, model, train_model, loader, sampler, parts.criterion.to(info.device),
-                optimizer, scheduler, scaler, amp, val_ds, classes, save_args, ema=ema, init=init)
+                optimizer, scheduler, scaler, amp, amp_choice, val_ds, classes, save_args, ema=ema, init=init)
+
+
+def _make_optimizer(cfg: Config):
+    tc = cfg.train
+    return lambda model: build_optimizer(param_groups(model, tc.lr, tc.weight_decay, encoder_lr_mult(cfg)),
+                                         tc.optimizer, tc.lr, tc.weight_decay, tc.momentum)
+
+
+def _training_form(cfg: Config, model: torch.nn.Module, criterion, loader: DataLoader,
+                   info: ddp.DistInfo) -> tuple[torch.dtype | None, dict]:
+    """The autocast dtype of the run and what decided it: train.amp as written, or for "auto" on a CPU
+    the fastest agreeing form timed on the run's first batch (`pixelwise.engine.autoamp`; rank 0 measures,
+    every rank follows). The model is put in that form in place (depthwise convolutions kept fp32)."""
+    tc = cfg.train
+    if tc.amp != "auto" or info.device.type != "cpu":
+        name = resolve_precision(tc.amp, info.device, "config key 'train.amp'")
+        return autocast_dtype(name, info.device), {"chosen": name, "asked": tc.amp}
+    decision = None
+    if info.main:
+        state = ckpt.rng_state()  # measuring draws random numbers; the run must not notice
+        images, targets = next(iter(loader))
+        images, targets = images.to(info.device), _to_device(targets, info.device)
+        if tc.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        decision = autoamp.measure(model, _make_optimizer(cfg), criterion, images, targets, tc.channels_last,
+                                   tc.optimizer)
+        ckpt.set_rng_state(state)
+    names = list(autoamp.FORMS)
+    index = ddp.broadcast_value(float(names.index(decision["chosen"])) if decision else 0.0)
+    decision = decision or {"chosen": names[int(index)], "from": "rank 0"}
+    return autoamp.apply(model, decision["chosen"]), {**decision, "asked": "auto"}
 
 
 def _resume(run: _Run) -> None:
@@ -333,6 +365,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
         save_config(cfg, out / "config.yaml")
         if progress and run.init is not None:
             tqdm.write(run.init.summary())
+        if progress and run.amp_choice.get("asked") == "auto":
+            tqdm.write(autoamp.describe(run.amp_choice))
     last_val, epoch = None, run.start_epoch - 1
     for epoch in range(run.start_epoch, tc.epochs):
         run.sampler.set_epoch(epoch)
@@ -342,7 +376,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
         seconds = time.time() - t0
         # images actually seen: a time-cut last epoch stops early and must not count the steps it skipped
         record = {"epoch": epoch + 1, "train_loss": loss, "lr": run.optimizer.param_groups[0]["lr"],
-                  "seconds": round(seconds, 3), "images": images, "images_per_s": round(images / seconds, 2)}
+                  "seconds": round(seconds, 3), "images": images, "images_per_s": round(images / seconds, 2),
+                  "precision": run.amp_choice["chosen"]}
         out_of_time = run.scheduler.done
         if run.val_ds is not None and ((epoch + 1) % tc.val_every == 0 or out_of_time or epoch + 1 == tc.epochs):
             last_val = _validate(run, epoch, record, progress)

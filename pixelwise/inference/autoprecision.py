@@ -11,21 +11,18 @@ its calibration image as before (and falls back when it disagrees).
   CALIBRATION_SIZE; one warm-up call, then the median of REPEATS calls. bf16 must beat fp32 by MIN_GAIN to
   be chosen (within the noise, fp32 is exact and wins).
 - Cache: the decision and its timings, keyed by (architecture record, input channels, size, CPU model,
-  torch version, threads), in `$PIXELWISE_CACHE_DIR/precision.json` (default `~/.cache/pixelwise`), so a
-  second run does not pay again. PIXELWISE_PRECISION_CACHE=off times every time. An explicit precision
-  ("fp32", "bf16") skips all of this.
+  torch version, threads), in the measured-decisions file of `pixelwise.measured`, so a second run does
+  not pay again. An explicit precision ("fp32", "bf16") skips all of this.
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
+from pixelwise import measured
 from pixelwise.precision import DTYPES
 
 REPEATS = 3
@@ -60,40 +57,8 @@ def choose(timings: dict[str, float]) -> str:
     return best
 
 
-def cache_path() -> Path | None:
-    """The decisions file, or None when caching is off."""
-    if os.environ.get("PIXELWISE_PRECISION_CACHE", "").lower() in ("off", "0", "false", "no"):
-        return None
-    root = os.environ.get("PIXELWISE_CACHE_DIR") or Path.home() / ".cache" / "pixelwise"
-    return Path(root) / "precision.json"
-
-
 def cache_key(arch: dict | None, channels: int, size: int) -> str:
-    from pixelwise.hardware import describe_cpu
-
-    return json.dumps({"arch": arch, "channels": channels, "size": size, "cpu": describe_cpu(),
-                       "torch": torch.__version__}, sort_keys=True, default=str)
-
-
-def _read(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):  # missing or damaged: start afresh
-        return {}
-
-
-def _write(path: Path, key: str, decision: dict) -> None:
-    """Add one decision to the cache file, atomically; a read-only home is not an error."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = _read(path)
-        data[key] = decision
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(path)
-    except OSError as exc:
-        log.info("precision cache not written (%s): %s", path, exc)
+    return measured.key(arch=arch, channels=channels, size=size)
 
 
 def measure(prepare, arch: dict | None, channels: int, size: int, device: torch.device) -> dict:
@@ -103,11 +68,10 @@ def measure(prepare, arch: dict | None, channels: int, size: int, device: torch.
     if names == ["fp32"]:
         return {"chosen": "fp32", "ms": {}, "size": size, "cached": False,
                 "why": "no bf16 instructions on this CPU"}
-    path, key = cache_path(), cache_key(arch, channels, size)
-    if path is not None:
-        hit = _read(path).get(key)
-        if isinstance(hit, dict) and hit.get("chosen") in names:
-            return {**hit, "cached": True}
+    key = cache_key(arch, channels, size)
+    hit = measured.lookup(key)
+    if hit is not None and hit.get("chosen") in names:
+        return {**hit, "cached": True}
     x = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(0))
     timings = {}
     for name in names:
@@ -118,6 +82,5 @@ def measure(prepare, arch: dict | None, channels: int, size: int, device: torch.
     decision = {"chosen": choose(timings), "ms": timings, "size": size}
     log.info("precision auto: %s (%s ms at %dx%d)", decision["chosen"],
              ", ".join(f"{k} {v:g}" for k, v in timings.items()), size, size)
-    if path is not None:
-        _write(path, key, decision)
+    measured.store(key, decision)
     return {**decision, "cached": False}
