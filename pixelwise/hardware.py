@@ -43,3 +43,18 @@ def describe_cpu() -> str:
         pass
     extras = [f for f in ("amx_bf16", "avx512_bf16") if f in cpu_flags()]
     return f"{name} ({', '.join(extras) or 'no bf16 units'}), torch threads {torch.get_num_threads()}"
+
+
+def release_freed_memory() -> bool:
+    """Hand memory the process has freed back to the system (glibc's malloc_trim): after one-off large
+    work (the precision timing and calibration of a model at tile size), freed blocks otherwise stay in
+    the allocator's arenas and count in the resident set for the rest of the process. False where the C
+    library has no malloc_trim (not glibc)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False

@@ -24,6 +24,9 @@ def resolve_precision(value: str, device: str | torch.device, what: str = "preci
     is a ConfigError naming it."""
     device = torch.device(device)
     name = ALIASES.get(value, value) if isinstance(value, str) else value
+    if name == "int8":
+        raise ConfigError(f"{what}: int8 runs as a quantized ONNX graph: write it with `pixelwise export MODEL_DIR "
+                          "--onnx model.int8.onnx --int8` and predict with model.int8.onnx")
     if name != "auto" and name not in DTYPES:
         raise ConfigError(f"{what}: unknown value {value!r} (expected one of {', '.join(CHOICES)})")
     if name == "fp16" and device.type != "cuda":

@@ -1,6 +1,5 @@
 """train.amp: auto is a measured choice: forms timed on real steps, checked against fp32, cached; the
 fp32 depthwise form changes no weights; measuring leaves the run as it would have been."""
-import json
 
 import pytest
 import timm

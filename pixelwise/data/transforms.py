@@ -31,6 +31,7 @@ from torchvision.transforms.v2 import functional as F
 
 from pixelwise.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from pixelwise.data.bands import BandSettings, BandSpec, spec_for
+from pixelwise.data.colour import AffineColorJitter
 from pixelwise.data.sample import Sample
 from pixelwise.errors import DataError
 
@@ -56,15 +57,19 @@ class Augmentation(BandSettings, Protocol):
 
 
 class RandomScale(v2.Transform):
-    """Resize by a factor drawn uniformly from [lo, hi] (both sides by the same factor)."""
+    """Resize by a factor drawn uniformly from [lo, hi] (both sides by the same factor); with `shorter`, of
+    the image first resized to that shorter side: the fixed resize and the random scale in one resampling
+    (one pass over the full image instead of two)."""
 
-    def __init__(self, lo: float, hi: float):
+    def __init__(self, lo: float, hi: float, shorter: int | None = None):
         super().__init__()
-        self.lo, self.hi = lo, hi
+        self.lo, self.hi, self.shorter = lo, hi, shorter
 
     def make_params(self, flat_inputs):
         h, w = v2.query_size(flat_inputs)
         s = random.uniform(self.lo, self.hi)
+        if self.shorter:
+            s *= self.shorter / min(h, w)
         return {"size": [max(1, round(h * s)), max(1, round(w * s))]}
 
     def transform(self, inpt, params):
@@ -121,7 +126,7 @@ def _to_tv(sample: Sample, spec: BandSpec | None = None):
 
 
 def _jitter(strength: float):
-    return v2.ColorJitter(brightness=strength, contrast=strength, saturation=strength, hue=min(0.05, strength / 4))
+    return AffineColorJitter(strength, hue=min(0.05, strength / 4))
 
 
 def check_jitter(cfg: Augmentation, spec: BandSpec, dtype) -> None:
@@ -138,10 +143,11 @@ def build_transform(cfg: Augmentation, train: bool):
     jitter = _jitter(cfg.color_jitter) if train and cfg.color_jitter and spec is not None else None
     ops: list = []
     if train:
-        if cfg.resize:
+        scaled = cfg.scale_range and tuple(cfg.scale_range) != (1.0, 1.0)
+        if cfg.resize and not scaled:
             ops.append(v2.Resize(cfg.resize, antialias=True))
-        if cfg.scale_range and tuple(cfg.scale_range) != (1.0, 1.0):
-            ops.append(RandomScale(*cfg.scale_range))
+        if scaled:
+            ops.append(RandomScale(*cfg.scale_range, shorter=cfg.resize))
         if cfg.rotate:
             ops.append(v2.RandomRotation(cfg.rotate, fill=FILL))
         ops.append(v2.RandomCrop(cfg.crop_size, pad_if_needed=True, fill=FILL))

@@ -7,8 +7,8 @@ its calibration image as before (and falls back when it disagrees).
 
 - Candidates: fp32 always; bf16 where the CPU has bf16 instructions (`cpu_has_fast_bf16`; elsewhere bf16 is
   emulated in software and is not worth the timing).
-- Timing: a (1, C, S, S) input, S the tile size when one is set (what every call will see) else
-  CALIBRATION_SIZE; one warm-up call, then the median of REPEATS calls. bf16 must beat fp32 by MIN_GAIN to
+- Timing: a (1, C, S, S) input, S the tile size when one is set (what every call will see, up to the
+  Predictor's TIMING_SIZE_MAX) else CALIBRATION_SIZE; one warm-up call, then the median of REPEATS calls. bf16 must beat fp32 by MIN_GAIN to
   be chosen (within the noise, fp32 is exact and wins).
 - Cache: the decision and its timings, keyed by (architecture record, input channels, size, CPU model,
   torch version, threads), in the measured-decisions file of `pixelwise.measured`, so a second run does

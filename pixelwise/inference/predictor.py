@@ -40,6 +40,7 @@ from pixelwise.data.bands import BandSpec
 from pixelwise.data.io import label_dtype
 from pixelwise.data.transforms import normalize_image
 from pixelwise.errors import PixelwiseError
+from pixelwise.hardware import release_freed_memory
 from pixelwise.inference import sliding
 from pixelwise.inference.fastpath import fold_batchnorm, prepare_model
 from pixelwise.inference.tta import parse_tta, resize_outputs, with_tta
@@ -51,6 +52,9 @@ CALIBRATION_SIZE = 256
 CRF_PRESETS = ("default", "deeplab_v1", "deeplab_v2")
 ONE_PASS_PIXELS = 4096 * 4096  # an image larger than this, given no tile size, runs as AUTO_TILE-px tiles
 AUTO_TILE = 1024
+# precision="auto" times at the tile size up to this: a 1024-px fp32 timing call alone would need more
+# memory than the whole tiled prediction that follows, and the fp32/bf16 ratio changes little above it
+TIMING_SIZE_MAX = 512
 Outputs = dict[str, torch.Tensor]
 
 
@@ -162,8 +166,10 @@ class Predictor:
         self.align = int(getattr(model, "stride", 32) or 32)
         if self.onnx:
             if self.precision != "fp32" and precision != "auto":
-                raise PixelwiseError("an ONNX model runs in fp32 (precision 'auto' or 'fp32')")
+                raise PixelwiseError("an ONNX model runs as exported, fp32 or int8 (precision 'auto' or 'fp32')")
             self.precision, self.model = "fp32", model
+            if (config.get("int8") or {}).get("kept"):  # `pixelwise export --int8` quantized the graph
+                self.precision = "int8"
         elif not fastpath:
             self.model = model
         else:
@@ -171,7 +177,9 @@ class Predictor:
             if precision == "auto" and self.device.type == "cpu":
                 self.precision = self._measure(folded)
             self.model = self._prepare(folded, calibrate and self.precision != "fp32")
-        self.dtype = DTYPES[self.precision]
+            del folded
+            release_freed_memory()  # the timing and calibration copies' activations, not needed again
+        self.dtype = DTYPES.get(self.precision, torch.float32)  # an int8 graph takes float32 in
         self._run = with_tta(self._forward, *self.tta)
 
     @classmethod
@@ -242,12 +250,12 @@ class Predictor:
 
     def _measure(self, folded: torch.nn.Module) -> str:
         """precision="auto" on a CPU: the fastest precision for the (batch-norm-folded) model here, timed at
-        the tile size (or the calibration size) or read from the cache (`pixelwise.inference.autoprecision`);
-        kept in self.auto_choice and said by describe()."""
+        the tile size (at most TIMING_SIZE_MAX; else the calibration size) or read from the cache
+        (`pixelwise.inference.autoprecision`); kept in self.auto_choice and said by describe()."""
         from pixelwise.inference.autoprecision import measure
         from pixelwise.inference.probe import input_channels
 
-        size = min(self.tile or CALIBRATION_SIZE, 1024)
+        size = min(self.tile or CALIBRATION_SIZE, TIMING_SIZE_MAX)
         size = max(self.align, size // self.align * self.align)
         self.auto_choice = measure(lambda dtype: prepare_model(folded, self.device, dtype, fold=False),
                                    getattr(folded, "pixelwise_arch", None), input_channels(folded), size, self.device)

@@ -1,0 +1,182 @@
+"""int8 for CPUs without bf16 units: post-training static quantization of the exported ONNX graph.
+
+    report = quantize_model("runs/camvid/best", "model.int8.onnx", calibration="camvid:../shared/data/camvid")
+    Predictor.from_dir("model.int8.onnx").predict(image)          # onnxruntime runs the int8 graph
+
+The model is exported as for `pixelwise export` (normalisation inside the graph), then quantized by
+onnxruntime's static quantization (QDQ format): weights int8 per output channel, activations uint8 with
+ranges from min/max calibration on CALIBRATION_IMAGES images of the training set (or the images given);
+the layers that produce the outputs (the last convolution or matrix product before each graph output)
+stay in float, as the logits should not be rounded to 256 levels. The int8 graph is then checked against
+the fp32 graph on other images of the same set: below MIN_AGREEMENT argmax agreement it is not kept, the
+fp32 graph is written instead, and one line says so. onnxruntime runs the uint8 x int8 convolutions with
+the CPU's VNNI instructions where it has them (AVX-512 VNNI, AVX-VNNI), which CPUs without bf16 often do.
+
+RGB models only: a multi-band model's graph takes its channels as floats whose calibration set would be
+its own rasters, which this module does not read yet.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pixelwise.errors import ConfigError, PixelwiseError
+from pixelwise.export import export_onnx
+from pixelwise.inference.onnx import META_KEY, session as onnx_session
+
+CALIBRATION_IMAGES = 16
+CHECK_IMAGES = 8
+MIN_AGREEMENT = 0.99
+PRODUCERS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
+def training_images_spec(config: dict) -> str | None:
+    """The dataset spec the model was trained on (config.json "dataset"), if it names one."""
+    spec = config.get("dataset")
+    return spec if isinstance(spec, str) and ":" in spec else None
+
+
+def calibration_arrays(spec: str, count: int, skip: int = 0, resize: int | None = None,
+                       split: str = "train") -> list[np.ndarray]:
+    """`count` images of a dataset split (evenly spaced, after `skip` of the same spacing are left for other
+    uses) as float32 (1, 3, H, W) in 0..255, resized to the model's shorter side when it has one."""
+    from pixelwise.data.formats import open_dataset
+
+    try:
+        ds = open_dataset(spec, split)
+    except PixelwiseError as exc:
+        raise ConfigError(f"calibration images '{spec}' [{split}]: {exc}") from None
+    n = len(ds)
+    if n == 0:
+        raise ConfigError(f"calibration images '{spec}' [{split}]: the split has no images")
+    picks = np.linspace(0, n - 1, min(n, count + skip)).round().astype(int)[skip:skip + count]
+    out = []
+    for i in dict.fromkeys(picks.tolist()):
+        image = np.asarray(ds[i].image)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ConfigError(f"calibration images '{spec}': int8 calibration reads RGB images; image {i} has "
+                              f"shape {image.shape}")
+        x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float()
+        if resize:
+            scale = resize / min(x.shape[-2:])
+            x = torch.nn.functional.interpolate(x, size=(round(x.shape[-2] * scale), round(x.shape[-1] * scale)),
+                                                mode="bilinear", antialias=scale < 1)
+        out.append(x.numpy())
+    return out
+
+
+def output_producers(model) -> list[str]:
+    """Names of the nodes that compute the graph outputs: walking back from each output through shape and
+    elementwise ops to the first convolution / matrix product."""
+    by_output = {o: node for node in model.graph.node for o in node.output}
+    found, seen = [], set()
+    stack = [o.name for o in model.graph.output]
+    while stack:
+        name = stack.pop()
+        node = by_output.get(name)
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op_type in PRODUCERS:
+            found.append(node.name)
+        else:
+            stack.extend(node.input)
+    return found
+
+
+def _reader(arrays: list[np.ndarray]):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(arrays)
+
+        def get_next(self):
+            x = next(self.items, None)
+            return None if x is None else {"image": x}
+
+    return Reader()
+
+
+def agreement(fp32_path: Path, int8_path: Path, arrays: list[np.ndarray]) -> float:
+    """Share of pixels whose argmax (of the first output, the class scores) is the same in both graphs."""
+    a, b = onnx_session(fp32_path, torch.get_num_threads()), onnx_session(int8_path, torch.get_num_threads())
+    same = total = 0
+    for x in arrays:
+        la, lb = a.run(None, {"image": x})[0].argmax(1), b.run(None, {"image": x})[0].argmax(1)
+        same += int((la == lb).sum())
+        total += la.size
+    return same / max(1, total)
+
+
+def quantize_model(model_dir: str | Path, path: str | Path, calibration: str | None = None,
+                   images: int = CALIBRATION_IMAGES, check_images: int = CHECK_IMAGES) -> dict:
+    """Write the int8 graph of a model directory to `path` (or, when it disagrees with fp32, the fp32 graph).
+    calibration: a dataset spec ("camvid:DIR", "images:DIR", ...) whose train split calibrates; None: the
+    model's own training set. Returns {"path", "precision" ("int8" | "fp32"), "agreement", "excluded",
+    "calibration", "images", "check_images", "message"}."""
+    try:
+        import onnx
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError:
+        raise PixelwiseError("int8 quantization needs onnx and onnxruntime: pip install 'pixelwise[export]'") from None
+    from pixelwise.modeldir import read_model_config
+
+    config = read_model_config(model_dir)
+    pre = config.get("preprocessing") or {}
+    if pre.get("bands"):
+        raise ConfigError(f"{model_dir}: int8 quantization reads RGB calibration images; this model takes "
+                          f"{len(pre.get('mean', []))} channels (multi-band models run in fp32 or bf16)")
+    spec = calibration or training_images_spec(config)
+    if spec is None:
+        raise ConfigError(f"{model_dir}: config.json names no training set to calibrate on; pass calibration "
+                          "images (--calibration FORMAT:PATH)")
+    split = ((config.get("recipe") or {}).get("data") or {}).get("train_split", "train") if calibration is None else "train"
+    calib = calibration_arrays(spec, images, resize=pre.get("resize"), split=split)
+    held_out = calibration_arrays(spec, check_images, skip=images, resize=pre.get("resize"), split=split)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="pixelwise-int8-"))
+    try:
+        fp32 = work / "fp32.onnx"
+        export_onnx(model_dir, fp32, check=False)
+        prepared = work / "prepared.onnx"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        except Exception:  # noqa: BLE001 - the pre-pass is an optimisation; quantize the export as it is
+            shutil.copy(fp32, prepared)
+        excluded = output_producers(onnx.load(str(prepared)))
+        int8 = work / "int8.onnx"
+        quantize_static(str(prepared), str(int8), _reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                        calibrate_method=CalibrationMethod.MinMax)
+        agreed = agreement(fp32, int8, held_out)
+        keep = agreed >= MIN_AGREEMENT
+        proto = onnx.load(str(int8 if keep else fp32))
+        meta = {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}
+        record = json.loads(meta[META_KEY])
+        record["int8"] = {"kept": keep, "agreement": agreed, "calibration": spec, "images": len(calib),
+                          "check_images": len(held_out), "float_layers": excluded}
+        del proto.metadata_props[:]
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = META_KEY, json.dumps(record)
+        tmp = path.with_name(path.name + ".tmp")
+        onnx.save(proto, str(tmp))
+        tmp.replace(path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    message = (f"int8 agrees with fp32 on {agreed:.2%} of the pixels of {len(held_out)} held-out images"
+               if keep else
+               f"int8 agreed with fp32 on only {agreed:.2%} of the pixels of {len(held_out)} held-out images "
+               f"(< {MIN_AGREEMENT:.0%}): wrote the fp32 graph instead")
+    return {"path": str(path), "precision": "int8" if keep else "fp32", "agreement": agreed, "excluded": excluded,
+            "calibration": spec, "images": len(calib), "check_images": len(held_out), "message": message}
