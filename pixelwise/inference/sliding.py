@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pixelwise.fastops import class_argmax
 from pixelwise.data.io import label_dtype
 
 Output = torch.Tensor | dict[str, torch.Tensor]
@@ -238,7 +239,7 @@ def stitch_labels(run, fetch, grid: TileGrid, blend: str = "gaussian", batch_siz
     """
     for y0, y1, band in iter_bands(run, fetch, grid, blend, batch_size):
         logits = band[key] if isinstance(band, dict) else band
-        labels = logits.argmax(0).cpu().numpy()
+        labels = class_argmax(logits).cpu().numpy()
         if out is None and on_rows is None:
             out = np.empty((grid.height, grid.width), label_dtype(logits.shape[0]))
         if out is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pixelwise.fastops import class_argmax
 from pixelwise.postprocess.instances import instances_from_semantic
 from pixelwise.tasks.panoptic.postprocess import merge_semantic_and_instance, panoptic_segmentation, panoptic_segments
 
@@ -41,7 +42,7 @@ def panoptic_decode(out: dict[str, torch.Tensor], things, threshold: float = 0.1
     """
     things = [int(t) for t in things]
     probs = out["out"].float().softmax(0)
-    semantic = probs.argmax(0)
+    semantic = class_argmax(probs)
     if "center" in out and "offset" in out:
         pan = panoptic_segmentation(out["out"], out["center"], out["offset"], things, threshold, nms_kernel, top_k,
                                     stuff_area, min_thing_area)

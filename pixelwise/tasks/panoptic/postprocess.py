@@ -19,6 +19,7 @@ from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
+from pixelwise.fastops import class_argmax
 
 LABEL_DIVISOR = 1000
 VOID = -1
@@ -111,7 +112,7 @@ def panoptic_segmentation(semantic_logits: torch.Tensor, center: torch.Tensor, o
     Only pixels of thing classes are grouped into instances.
     """
     things = [int(t) for t in things]
-    semantic = semantic_logits.argmax(0)
+    semantic = class_argmax(semantic_logits)
     thing_mask = torch.isin(semantic, torch.tensor(things, device=semantic.device, dtype=semantic.dtype))
     centers = find_instance_centers(center, threshold, nms_kernel, top_k)
     instance = group_pixels(centers, offset, thing_mask)

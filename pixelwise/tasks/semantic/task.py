@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pixelwise.fastops import class_argmax
 from pixelwise.data.io import index_png_bytes
 from pixelwise.data.transforms import build_transform, pad_collate
 from pixelwise.losses import build_loss
@@ -58,7 +59,7 @@ class SemanticTask(TaskBase):
 
     def decode(self, outputs: dict[str, torch.Tensor], probs: bool = False) -> Prediction:
         logits = outputs["out"]
-        return Prediction(self, semantic=logits.argmax(0).cpu().numpy().astype(np.int64),
+        return Prediction(self, semantic=class_argmax(logits).cpu().numpy().astype(np.int64),
                           probs=logits.float().softmax(0).cpu().numpy() if probs else None)
 
     def truth(self, sample) -> Prediction:
