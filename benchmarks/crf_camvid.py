@@ -14,7 +14,6 @@ import datetime
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from pixelwise.data.formats import open_dataset

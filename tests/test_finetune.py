@@ -190,7 +190,7 @@ def test_eval_takes_reader_options_from_the_recipe_or_the_command_line(tmp_path,
     code, out, err = run_cli(["eval", model, "--data", f"folder:{folder}", "--split", "all[2:]",
                               "--data-option", "classes=[bg, fg]"], capsys)
     assert code == 0 and "from the model's recipe" not in err and "mIoU" in out
-    code, out, err = run_cli(["eval", model, "--data", f"synthetic:1"], capsys)
+    code, out, err = run_cli(["eval", model, "--data", "synthetic:1"], capsys)
     assert code != 0 and "classes" in err  # other format: no recipe options; the class mismatch is named
 
 

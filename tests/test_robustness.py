@@ -2,11 +2,9 @@
 the docstrings), checked through the entry point a user meets, for one clear line and no lost work."""
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import struct
-import warnings
 import zlib
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import pixelwise as pw
 from conftest import run_cli
 from pixelwise import atomicdir
 from pixelwise.config import load_config
-from pixelwise.errors import ConfigError, DataError, ModelError, PixelwiseError
+from pixelwise.errors import ConfigError, ModelError
 
 CLASSES = ["sky", "grass", "road", "disk", "box", "triangle"]
 
