@@ -162,6 +162,57 @@ def depthwise_table() -> str:
             "|---|---|---|---|\n" + "\n".join(lines) + "\n")
 
 
+def compile_table(budget_min: float = 30.0) -> str:
+    """torch.compile on the training step: eager vs compiled ms per step (bf16 autocast, the depthwise
+    layers of Lite0 in fp32, as train.amp auto chooses here), the first compiled step's seconds, and the
+    steps each gets in a `budget_min` budget (random tensors, batch 8, 224x224). The compile is cold: a
+    fresh inductor cache (a second run on the same machine would find its kernels cached)."""
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="pw_inductor_")
+    import torch
+
+    from pixelwise.engine.depthwise import float32_depthwise
+    from pixelwise.models import create_model
+
+    torch.set_num_threads(2)
+    x = torch.randn(BATCH, 3, CROP, CROP).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, CLASSES, (BATCH, CROP, CROP))
+    lines = []
+    for encoder in ("resnet18", "efficientnet_lite0"):
+        torch.manual_seed(0)
+        model = create_model("unet", CLASSES, encoder=encoder).train().to(memory_format=torch.channels_last)
+        float32_depthwise(model)
+        opt = torch.optim.AdamW(model.parameters(), 1e-3, fused=True)
+
+        def step(m):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = m(x)
+            loss = torch.nn.functional.cross_entropy(out.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        def ms(m, n=6):
+            times = []
+            for _ in range(n):
+                t0 = time.perf_counter()
+                step(m)
+                times.append((time.perf_counter() - t0) * 1000)
+            return statistics.median(times)
+
+        step(model)
+        eager = ms(model)
+        compiled = torch.compile(model)
+        t0 = time.perf_counter()
+        step(compiled)
+        first = time.perf_counter() - t0
+        fast = ms(compiled)
+        budget = budget_min * 60
+        lines.append(f"| unet {encoder} | {eager:.0f} | {fast:.0f} | {first:.0f} | {budget * 1000 / eager:.0f} | "
+                     f"{(budget - first) * 1000 / fast:.0f} | {((budget - first) / fast) / (budget / eager):.2f}x |")
+    return (f"| torch.compile, training step (cold) | eager ms | compiled ms | first compiled step s | steps in "
+            f"{budget_min:g} min eager | compiled | ratio |\n|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
+
+
 def child(args) -> None:
     import torch
 
@@ -181,12 +232,13 @@ def main() -> None:
                     help="a recipe override for the pixelwise rows (repeatable), e.g. --set data.cache=true")
     ap.add_argument("--augment", action="store_true", help="also time the augmentation, old vs new")
     ap.add_argument("--depthwise", action="store_true", help="also time depthwise convs, bf16 vs fp32")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile on the training step")
     ap.add_argument("--no-append", action="store_true")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child(args)
-    rows = [r for r in args.rows.split(",") if r]
+    rows = [r for r in args.rows.split(",") if r]  # --rows "" with --compile etc.: only the extra tables
     for r in rows:
         if r not in ROWS:
             raise SystemExit(f"--rows: unknown row {r!r} (rows: {', '.join(ROWS)})")
@@ -229,6 +281,8 @@ def main() -> None:
         text += "\n" + augment_table(args)
     if args.depthwise:
         text += "\n" + depthwise_table()
+    if args.compile:
+        text += "\n" + compile_table()
     print(text)
     if not args.no_append:
         with (ROOT / "benchmarks" / "RESULTS.md").open("a") as f:

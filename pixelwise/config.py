@@ -162,6 +162,9 @@ class TrainConfig:
     # auto | off | fp32 | bf16 | fp16 (auto: bf16 on CUDA and bf16-capable CPUs)
     amp: str = checked("auto", choices=("auto", "off", "fp32", "bf16", "fp16"))
     channels_last: bool = True            # NHWC activations: faster convolutions on CPU and tensor cores
+    # torch.compile the training forward: off | on | auto (compiled when the measured gain pays the compile
+    # within the budget; pixelwise.engine.autocompile)
+    compile: str = checked("off", choices=("off", "on", "auto"))
     clip_grad: float | None = checked(1.0, lo=0, hi=10**6, lo_open=True)
     val_every: int = checked(1, lo=1)
     seed: int = checked(0, lo=0, hi=2**32 - 1)

@@ -27,7 +27,7 @@ from pixelwise import atomicdir
 from pixelwise.config import Config, save_config
 from pixelwise.data.dataset import TransformedDataset
 from pixelwise.data.formats import open_dataset
-from pixelwise.engine import autoamp
+from pixelwise.engine import autoamp, autocompile
 from pixelwise.engine import checkpoint as ckpt
 from pixelwise.engine import distributed as ddp
 from pixelwise.engine.ema import ModelEMA
@@ -144,6 +144,7 @@ class _Run:
     scaler: Any
     amp: torch.dtype | None
     amp_choice: dict
+    compile_choice: dict
     val_ds: Any
     classes: list[str]
     save_args: dict = field(default_factory=dict)
@@ -251,12 +252,14 @@ def _setup(cfg: Config, out: Path, info: ddp.DistInfo) -> _Run:
     if init is not None:
         extra["init_from"] = {"path": str(init.source), "classes": init.classes, "reinitialised": init.reinitialised}
     save_args = {"classes": classes, "palette": task.palette, "preprocessing": preprocessing, "extra": extra}
-    train_model = model
+    train_model, compile_choice = _compiled(cfg, model, parts.criterion.to(info.device), loader, info, amp)
+    extra["train_compile"] = compile_choice
     if info.world > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(model)
     ema = ModelEMA(model, tc.ema) if tc.ema > 0 else None
     return _Run(cfg, out, info, task, model, train_model, loader, sampler, parts.criterion.to(info.device),
-                optimizer, scheduler, scaler, amp, amp_choice, val_ds, classes, save_args, ema=ema, init=init)
+                optimizer, scheduler, scaler, amp, amp_choice, compile_choice, val_ds, classes, save_args, ema=ema,
+                init=init)
 
 
 def _make_optimizer(cfg: Config):
@@ -277,10 +280,7 @@ def _training_form(cfg: Config, model: torch.nn.Module, criterion, loader: DataL
     decision = None
     if info.main:
         state = ckpt.rng_state()  # measuring draws random numbers; the run must not notice
-        images, targets = next(iter(loader))
-        images, targets = images.to(info.device), _to_device(targets, info.device)
-        if tc.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images, targets = _first_batch(loader, info, tc.channels_last)
         decision = autoamp.measure(model, _make_optimizer(cfg), criterion, images, targets, tc.channels_last,
                                    tc.optimizer)
         ckpt.set_rng_state(state)
@@ -288,6 +288,33 @@ def _training_form(cfg: Config, model: torch.nn.Module, criterion, loader: DataL
     index = ddp.broadcast_value(float(names.index(decision["chosen"])) if decision else 0.0)
     decision = decision or {"chosen": names[int(index)], "from": "rank 0"}
     return autoamp.apply(model, decision["chosen"]), {**decision, "asked": "auto"}
+
+
+def _first_batch(loader: DataLoader, info: ddp.DistInfo, channels_last: bool):
+    images, targets = next(iter(loader))
+    images, targets = images.to(info.device), _to_device(targets, info.device)
+    return (images.contiguous(memory_format=torch.channels_last) if channels_last else images), targets
+
+
+def _compiled(cfg: Config, model: torch.nn.Module, criterion, loader: DataLoader, info: ddp.DistInfo,
+              amp: torch.dtype | None) -> tuple[torch.nn.Module, dict]:
+    """The module the training steps run (torch.compile'd or the model itself) and what decided it
+    (`pixelwise.engine.autocompile`)."""
+    tc = cfg.train
+    if tc.compile == "off":
+        return model, {"asked": "off", "compiled": False}
+    if info.world > 1:
+        raise ConfigError("config key 'train.compile': torch.compile is applied in single-process runs only; set "
+                          "train.compile=off for DDP")
+    if tc.compile == "on":
+        return torch.compile(model), {"asked": "on", "compiled": True}
+    state = ckpt.rng_state()
+    images, targets = _first_batch(loader, info, tc.channels_last)
+    budget = tc.time_limit_min * 60 if tc.time_limit_min else None
+    module, decision = autocompile.measure(model, _make_optimizer(cfg), criterion, images, targets, amp, budget,
+                                           tc.epochs * len(loader))
+    ckpt.set_rng_state(state)
+    return module, {**decision, "asked": "auto"}
 
 
 def _resume(run: _Run) -> None:
@@ -367,6 +394,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
             tqdm.write(run.init.summary())
         if progress and run.amp_choice.get("asked") == "auto":
             tqdm.write(autoamp.describe(run.amp_choice))
+        if progress and run.compile_choice["asked"] != "off":
+            tqdm.write(autocompile.describe(run.compile_choice))
     last_val, epoch = None, run.start_epoch - 1
     for epoch in range(run.start_epoch, tc.epochs):
         run.sampler.set_epoch(epoch)
