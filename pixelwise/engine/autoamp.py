@@ -57,14 +57,15 @@ def apply(model: nn.Module, form: str) -> torch.dtype | None:
     return dtype
 
 
-def _loss(model, criterion, images, targets, dtype) -> torch.Tensor:
+def step_loss(model, criterion, images, targets, dtype) -> torch.Tensor:
+    """The training loss of one batch, the forward under autocast in `dtype` (None: fp32)."""
     with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
         out = model(images)
     return criterion(out, targets)
 
 
 def _gradient(model, criterion, images, targets, dtype) -> tuple[float, torch.Tensor]:
-    loss = _loss(model, criterion, images, targets, dtype)
+    loss = step_loss(model, criterion, images, targets, dtype)
     loss.backward()
     grads = [p.grad.flatten().double() for p in model.parameters() if p.grad is not None]
     return loss.item(), torch.cat(grads)
@@ -89,7 +90,7 @@ def time_steps(model, make_optimizer, criterion, images, targets, form: str, rep
     times = []
     for i in range(repeats + 1):
         t0 = time.perf_counter()
-        loss = _loss(m, criterion, images, targets, dtype)
+        loss = step_loss(m, criterion, images, targets, dtype)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -25,15 +25,14 @@ import torch
 from torch import nn
 
 from pixelwise import measured
+from pixelwise.engine.autoamp import step_loss
 
 REPEATS = 3
 SHORTEST_PAYING_S = 300.0
 
 
 def _forward_backward(model, criterion, images, targets, dtype) -> None:
-    with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
-        out = model(images)
-    criterion(out, targets).backward()
+    step_loss(model, criterion, images, targets, dtype).backward()
 
 
 def _timed(fn, repeats: int) -> float:
