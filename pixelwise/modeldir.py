@@ -98,6 +98,15 @@ def resolve_model_dir(directory: str | Path) -> Path:
     raise ModelError(f"{directory}: not a pixelwise model directory (no {CONFIG_NAME})")
 
 
+INT8_NAME = "model.int8.onnx"  # a model directory's own int8 graph (`pixelwise export MODEL_DIR --int8`)
+
+
+def int8_graph_path(directory: str | Path) -> Path:
+    """Where a model directory's own int8 graph lives (for a run directory: in its best/ model); precision
+    "auto" times it when it is there."""
+    return resolve_model_dir(directory) / INT8_NAME
+
+
 MAX_CLASSES = 65536  # label maps are written as 8- or 16-bit PNGs
 MAX_SIDE = 16384    # the largest shorter side a saved preprocessing may resize to
 

@@ -25,8 +25,9 @@ def resolve_precision(value: str, device: str | torch.device, what: str = "preci
     device = torch.device(device)
     name = ALIASES.get(value, value) if isinstance(value, str) else value
     if name == "int8":
-        raise ConfigError(f"{what}: int8 runs as a quantized ONNX graph: write it with `pixelwise export MODEL_DIR "
-                          "--onnx model.int8.onnx --int8` and predict with model.int8.onnx")
+        raise ConfigError(f"{what}: int8 runs as a quantized ONNX graph: write it into the model directory with "
+                          "`pixelwise export MODEL_DIR --int8` (then precision int8 or auto finds it), or to a "
+                          "file with --onnx model.int8.onnx and predict with that file")
     if name != "auto" and name not in DTYPES:
         raise ConfigError(f"{what}: unknown value {value!r} (expected one of {', '.join(CHOICES)})")
     if name == "fp16" and device.type != "cuda":

@@ -2,6 +2,8 @@
 
     report = quantize_model("runs/camvid/best", "model.int8.onnx", calibration="camvid:../shared/data/camvid")
     Predictor.from_dir("model.int8.onnx").predict(image)          # onnxruntime runs the int8 graph
+    quantize_model("runs/camvid/best")                             # into the model directory (model.int8.onnx):
+    Predictor.from_dir("runs/camvid/best", precision="auto")       # then an "auto" candidate, timed
 
 The model is exported as for `pixelwise export` (normalisation inside the graph), then quantized by
 onnxruntime's static quantization (QDQ format): weights int8 per output channel, activations uint8 with
@@ -30,6 +32,7 @@ import torch
 from pixelwise.errors import ConfigError, PixelwiseError
 from pixelwise.export import export_onnx
 from pixelwise.inference.onnx import META_KEY, session as onnx_session
+from pixelwise.modeldir import int8_graph_path
 
 CALIBRATION_IMAGES = 16
 CHECK_IMAGES = 8
@@ -117,10 +120,12 @@ def agreement(fp32_path: Path, int8_path: Path, arrays: list[np.ndarray]) -> flo
     return same / max(1, total)
 
 
-def quantize_model(model_dir: str | Path, path: str | Path, calibration: str | None = None,
+def quantize_model(model_dir: str | Path, path: str | Path | None = None, calibration: str | None = None,
                    images: int = CALIBRATION_IMAGES, check_images: int = CHECK_IMAGES,
                    min_agreement: float | None = None) -> dict:
-    """Write the int8 graph of a model directory to `path` (or, when it disagrees with fp32, the fp32 graph).
+    """Write the int8 graph of a model directory to `path` (or, when it disagrees with fp32, the fp32 graph);
+    path None: into the model directory (`pixelwise.modeldir.INT8_NAME`), where precision "auto" finds it (and where a graph
+    that disagrees is not written at all: "auto" has fp32 already).
     calibration: a dataset spec ("camvid:DIR", "images:DIR", ...) whose train split calibrates; None: the
     model's own training set. min_agreement: the bar (default MIN_AGREEMENT; 0 keeps the int8 graph whatever
     it agrees, for measuring it). Returns {"path", "precision" ("int8" | "fp32"), "agreement", "excluded",
@@ -145,7 +150,8 @@ def quantize_model(model_dir: str | Path, path: str | Path, calibration: str | N
     split = ((config.get("recipe") or {}).get("data") or {}).get("train_split", "train") if calibration is None else "train"
     calib = calibration_arrays(spec, images, resize=pre.get("resize"), split=split)
     held_out = calibration_arrays(spec, check_images, skip=images, resize=pre.get("resize"), split=split)
-    path = Path(path)
+    inside = path is None
+    path = int8_graph_path(model_dir) if inside else Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="pixelwise-int8-"))
     try:
@@ -167,22 +173,26 @@ def quantize_model(model_dir: str | Path, path: str | Path, calibration: str | N
         agreed = agreement(fp32, int8, held_out)
         bar = MIN_AGREEMENT if min_agreement is None else min_agreement
         keep = agreed >= bar
-        proto = onnx.load(str(int8 if keep else fp32))
-        meta = {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}
-        record = json.loads(meta[META_KEY])
-        record["int8"] = {"kept": keep, "agreement": agreed, "calibration": spec, "images": len(calib),
-                          "check_images": len(held_out), "float_layers": excluded}
-        del proto.metadata_props[:]
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = META_KEY, json.dumps(record)
-        tmp = path.with_name(path.name + ".tmp")
-        onnx.save(proto, str(tmp))
-        tmp.replace(path)
+        if inside and not keep:
+            path.unlink(missing_ok=True)  # an older int8 graph that the model no longer matches
+        else:
+            proto = onnx.load(str(int8 if keep else fp32))
+            meta = {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}
+            record = json.loads(meta[META_KEY])
+            record["int8"] = {"kept": keep, "agreement": agreed, "calibration": spec, "images": len(calib),
+                              "check_images": len(held_out), "float_layers": excluded}
+            del proto.metadata_props[:]
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = META_KEY, json.dumps(record)
+            tmp = path.with_name(path.name + ".tmp")
+            onnx.save(proto, str(tmp))
+            tmp.replace(path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     message = (f"int8 agrees with fp32 on {agreed:.3%} of the pixels of {len(held_out)} held-out images"
                if keep else
                f"int8 agreed with fp32 on only {agreed:.3%} of the pixels of {len(held_out)} held-out images "
-               f"(< {bar:.0%}): wrote the fp32 graph instead")
+               + (f"(< {bar:.0%}): no int8 graph kept in the model directory; it runs in fp32 or bf16" if inside
+                  else f"(< {bar:.0%}): wrote the fp32 graph instead"))
     return {"path": str(path), "precision": "int8" if keep else "fp32", "agreement": agreed, "excluded": excluded,
             "calibration": spec, "images": len(calib), "check_images": len(held_out), "message": message}

@@ -6,7 +6,11 @@ candidate precision and keeps the fastest; the Predictor then checks a low-preci
 its calibration image as before (and falls back when it disagrees).
 
 - Candidates: fp32 always; bf16 where the CPU has bf16 instructions (`cpu_has_fast_bf16`; elsewhere bf16 is
-  emulated in software and is not worth the timing).
+  emulated in software and is not worth the timing); int8 where the model directory holds the int8 graph
+  of `pixelwise export MODEL_DIR --int8` (`pixelwise.modeldir.INT8_NAME`, run by onnxruntime; its argmax
+  agreement with fp32 was checked on held-out training images when it was written). The environment
+  variable PIXELWISE_AUTO_CANDIDATES (e.g. "fp32,int8") narrows the list: a CPU without bf16 simulated on
+  one that has it, for benchmarks.
 - Timing: a (1, C, S, S) input, S the tile size when one is set (what every call will see, up to the
   Predictor's TIMING_SIZE_MAX) else CALIBRATION_SIZE; one warm-up call, then the median of REPEATS calls. bf16 must beat fp32 by MIN_GAIN to
   be chosen (within the noise, fp32 is exact and wins).
@@ -17,6 +21,7 @@ its calibration image as before (and falls back when it disagrees).
 from __future__ import annotations
 
 import logging
+import os
 import statistics
 import time
 
@@ -30,11 +35,17 @@ MIN_GAIN = 0.05  # a low precision must be at least 5% faster than fp32 to be ch
 log = logging.getLogger("pixelwise.inference")
 
 
-def candidates() -> list[str]:
-    """The precisions worth timing on this CPU."""
+def candidates(int8: bool = False) -> list[str]:
+    """The precisions worth timing on this CPU (int8: an int8 graph is at hand), narrowed by
+    PIXELWISE_AUTO_CANDIDATES when it is set (fp32 always stays: it is the reference)."""
     from pixelwise.hardware import cpu_has_fast_bf16
 
-    return ["fp32", "bf16"] if cpu_has_fast_bf16() else ["fp32"]
+    names = ["fp32"] + (["bf16"] if cpu_has_fast_bf16() else []) + (["int8"] if int8 else [])
+    forced = os.environ.get("PIXELWISE_AUTO_CANDIDATES")
+    if forced:
+        allowed = {n.strip() for n in forced.split(",")}
+        names = [n for n in names if n == "fp32" or n in allowed]
+    return names
 
 
 def time_model(model, x: torch.Tensor, repeats: int = REPEATS) -> float:
@@ -57,26 +68,34 @@ def choose(timings: dict[str, float]) -> str:
     return best
 
 
-def cache_key(arch: dict | None, channels: int, size: int) -> str:
-    return measured.key(arch=arch, channels=channels, size=size)
+def cache_key(arch: dict | None, channels: int, size: int, names: list[str] | None = None,
+              int8_id: str | None = None) -> str:
+    extra = {"candidates": names, "int8_graph": int8_id} if names and "int8" in names else {}
+    return measured.key(arch=arch, channels=channels, size=size, **extra)
 
 
-def measure(prepare, arch: dict | None, channels: int, size: int, device: torch.device) -> dict:
+def measure(prepare, arch: dict | None, channels: int, size: int, device: torch.device, int8=None,
+            int8_id: str | None = None) -> dict:
     """{"chosen", "ms": {precision: ms}, "size", "cached"}: `prepare(dtype)` builds the fast-path model in a
-    precision; the decision comes from the cache when it holds this key."""
-    names = candidates()
+    precision; `int8()`, when given, loads the int8 graph (a callable on normalised float32 tensors) and
+    `int8_id` names that graph's version in the cache key. The decision comes from the cache when it holds
+    this key."""
+    names = candidates(int8 is not None)
     if names == ["fp32"]:
         return {"chosen": "fp32", "ms": {}, "size": size, "cached": False,
-                "why": "no bf16 instructions on this CPU"}
-    key = cache_key(arch, channels, size)
+                "why": "no bf16 instructions on this CPU and no int8 graph"}
+    key = cache_key(arch, channels, size, names, int8_id)
     hit = measured.lookup(key)
     if hit is not None and hit.get("chosen") in names:
         return {**hit, "cached": True}
     x = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(0))
     timings = {}
     for name in names:
-        model = prepare(DTYPES[name])
-        xin = x.to(device, DTYPES[name]).contiguous(memory_format=torch.channels_last)
+        if name == "int8":
+            model, xin = int8(), x.to(device)
+        else:
+            model = prepare(DTYPES[name])
+            xin = x.to(device, DTYPES[name]).contiguous(memory_format=torch.channels_last)
         timings[name] = round(time_model(model, xin), 3)
         del model
     decision = {"chosen": choose(timings), "ms": timings, "size": size}

@@ -32,13 +32,16 @@ def session(path: str | Path, threads: int | None = None):
 class OnnxModel:
     """An exported file run by onnxruntime, callable like a model on normalised (N,C,H,W) tensors.
 
-    Attributes: config (the model's config.json), stride."""
+    Attributes: config (the model's config.json), stride, version (the file's size and modification time:
+    its identity in the measured-decisions cache)."""
 
     def __init__(self, path: str | Path):
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"{path}: ONNX file not found")
         self.session = session(path, threads=torch.get_num_threads())
+        st = path.stat()
+        self.version = f"{st.st_size}:{st.st_mtime_ns}"
         meta = self.session.get_modelmeta().custom_metadata_map
         if META_KEY not in meta:
             raise ModelError(f"{path}: not exported by pixelwise (no '{META_KEY}' metadata)")
@@ -51,7 +54,7 @@ class OnnxModel:
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, x: torch.Tensor):
-        image = ((x * self.std + self.mean) * self.unit).numpy().astype(np.float32, copy=False)
+        image = np.ascontiguousarray(((x.float() * self.std + self.mean) * self.unit).numpy(), np.float32)
         outs = self.session.run(None, {"image": image})
         if len(outs) == 1:
             return torch.from_numpy(outs[0])

@@ -28,6 +28,7 @@ inside each tile; `crf` refines the class scores ("out") with the dense CRF befo
 """
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +40,7 @@ from pixelwise.constants import IMAGENET_MEAN, IMAGENET_STD
 from pixelwise.data.bands import BandSpec
 from pixelwise.data.io import label_dtype
 from pixelwise.data.transforms import normalize_image
-from pixelwise.errors import PixelwiseError
+from pixelwise.errors import ConfigError, PixelwiseError
 from pixelwise.hardware import release_freed_memory
 from pixelwise.inference import sliding
 from pixelwise.inference.fastpath import fold_batchnorm, prepare_model
@@ -56,6 +57,7 @@ AUTO_TILE = 1024
 # memory than the whole tiled prediction that follows, and the fp32/bf16 ratio changes little above it
 TIMING_SIZE_MAX = 512
 Outputs = dict[str, torch.Tensor]
+log = logging.getLogger("pixelwise.inference")
 
 
 def as_rgb(image, source: str = "image") -> np.ndarray:
@@ -112,6 +114,24 @@ def load_for_inference(directory: str | Path):
     return model, model.pixelwise_config
 
 
+def _int8_candidate(path: Path | None):
+    """The int8 graph of a model directory as an OnnxModel, when there is one that was kept and
+    onnxruntime is installed (else None: "auto" then times the torch precisions only)."""
+    if path is None or not path.is_file():
+        return None
+    import importlib
+
+    try:
+        importlib.import_module("onnxruntime")
+    except ImportError:
+        log.info("%s: onnxruntime is not installed, so precision auto leaves the int8 graph out", path)
+        return None
+    from pixelwise.inference.onnx import OnnxModel
+
+    model = OnnxModel(path)
+    return model if (model.config.get("int8") or {}).get("kept") else None
+
+
 def _as_dict(out) -> Outputs:
     """A model's output as a dict of float32 maps: a plain tensor is {"out": logits}."""
     out = out if isinstance(out, dict) else {"out": out}
@@ -134,7 +154,7 @@ class Predictor:
     def __init__(self, model, config: dict, device: str | torch.device = "cpu", precision: str = "fp32",
                  tile: int | None = None, overlap: float = 0.25, tta=None, blend: str = "gaussian",
                  tile_batch: int | None = None, calibrate: bool = True, crf=None, task=None,
-                 task_options: dict | None = None, fastpath: bool = True):
+                 task_options: dict | None = None, fastpath: bool = True, int8_graph: str | Path | None = None):
         self.device = torch.device(device)
         self.config = config
         if isinstance(task, TaskBase):
@@ -174,10 +194,18 @@ class Predictor:
             self.model = model
         else:
             folded, _ = fold_batchnorm(model)
+            int8 = None
             if precision == "auto" and self.device.type == "cpu":
-                self.precision = self._measure(folded)
-            self.model = self._prepare(folded, calibrate and self.precision != "fp32")
-            del folded
+                int8 = _int8_candidate(int8_graph)
+                self.precision = self._measure(folded, int8)
+            if self.precision == "int8":  # the model directory's int8 graph won the timing: onnxruntime runs it
+                self.onnx, self.model = True, int8
+                check = int8.config["int8"]
+                self.calibration = {"precision": "int8", "agreement": check["agreement"], "ok": True,
+                                    "on": f"{check['check_images']} held-out images of {check['calibration']}"}
+            else:
+                self.model = self._prepare(folded, calibrate and self.precision != "fp32")
+            del folded, int8
             release_freed_memory()  # the timing and calibration copies' activations, not needed again
         self.dtype = DTYPES.get(self.precision, torch.float32)  # an int8 graph takes float32 in
         self._run = with_tta(self._forward, *self.tta)
@@ -189,10 +217,21 @@ class Predictor:
                  task_options: dict | None = None) -> "Predictor":
         """A model directory (config.json + model.safetensors), a run directory (its best/), or an
         exported .onnx file (run with onnxruntime on the CPU)."""
+        int8_graph = None
+        if not str(directory).endswith(".onnx"):
+            from pixelwise.modeldir import int8_graph_path
+
+            int8_graph = int8_graph_path(directory)
+            if precision == "int8":  # the model directory's own int8 graph, as `pixelwise export --int8` wrote it
+                if not int8_graph.is_file():
+                    raise ConfigError(f"{directory}: precision int8 needs the model's int8 graph ({int8_graph.name}); "
+                                      f"write it with `pixelwise export {directory} --int8`")
+                directory, precision = int8_graph, "auto"
         model, config = load_for_inference(directory)
         device = "cpu" if str(directory).endswith(".onnx") else device or default_device()
         return cls(model, config, device, precision, tile=tile, overlap=overlap, tta=tta, blend=blend,
-                   tile_batch=tile_batch, crf=crf, task=task, task_options=task_options)
+                   tile_batch=tile_batch, crf=crf, task=task, task_options=task_options,
+                   int8_graph=int8_graph if int8_graph is not None and int8_graph.is_file() else None)
 
     def for_task(self, task: str, task_options: dict | None = None) -> "Predictor":
         """The same prepared model read as another task (e.g. "instance" for a panoptic model): a
@@ -248,7 +287,7 @@ class Predictor:
                       stacklevel=3)
         return low
 
-    def _measure(self, folded: torch.nn.Module) -> str:
+    def _measure(self, folded: torch.nn.Module, int8=None) -> str:
         """precision="auto" on a CPU: the fastest precision for the (batch-norm-folded) model here, timed at
         the tile size (at most TIMING_SIZE_MAX; else the calibration size) or read from the cache
         (`pixelwise.inference.autoprecision`); kept in self.auto_choice and said by describe()."""
@@ -258,7 +297,9 @@ class Predictor:
         size = min(self.tile or CALIBRATION_SIZE, TIMING_SIZE_MAX)
         size = max(self.align, size // self.align * self.align)
         self.auto_choice = measure(lambda dtype: prepare_model(folded, self.device, dtype, fold=False),
-                                   getattr(folded, "pixelwise_arch", None), input_channels(folded), size, self.device)
+                                   getattr(folded, "pixelwise_arch", None), input_channels(folded), size, self.device,
+                                   int8=(lambda: int8) if int8 is not None else None,
+                                   int8_id=int8 and int8.version)
         return self.auto_choice["chosen"]
 
     def _calibration_input(self) -> np.ndarray:

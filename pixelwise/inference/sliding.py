@@ -208,9 +208,18 @@ def iter_bands(run: Callable[[torch.Tensor], Output], fetch: Callable[[int, int,
 
 
 def _take(acc: dict, wsum: torch.Tensor, y0: int, y1: int, size: int, width: int) -> Output:
+    """Rows [y0, y1) of the ring as float32 weighted means, written into one fresh band per map (the ring
+    pieces copied in, then divided in place: no concatenated or cast temporaries beside the band)."""
     parts = _ring(y0, y1, size)
-    w = torch.cat([wsum[b0:b1, :width] for b0, b1, _ in parts], 0)
-    band = {k: torch.cat([v[:, b0:b1, :width] for b0, b1, _ in parts], 1).float() / w for k, v in acc.items()}
+    w = wsum.new_empty((y1 - y0, width))
+    for b0, b1, off in parts:
+        w[off:off + b1 - b0] = wsum[b0:b1, :width]
+    band = {}
+    for k, v in acc.items():
+        out = torch.empty((v.shape[0], y1 - y0, width), dtype=torch.float32, device=v.device)
+        for b0, b1, off in parts:
+            out[:, off:off + b1 - b0] = v[:, b0:b1, :width]
+        band[k] = out.div_(w)
     return band[None] if None in band else band
 
 
