@@ -21,7 +21,11 @@ pixelwise Predictor with precision "auto": BN folded, channels_last, prepacked o
 has bf16 units, logits layer in fp32), one warm-up each, median of --iters ("best runs": the ratio of
 the fastest calls, less sensitive to other jobs on shared cores). Memory: peak RSS above the resident set before the call (VmHWM,
 reset through /proc/self/clear_refs), the activations and workspace one forward needs. Agreement: the
-fast path's argmax against pixelwise fp32 eager on the same batch.
+fast path's argmax against pixelwise fp32 eager on the same batch. GFLOP/s (CPU): the pixelwise model's
+counted FLOPs (`pixelwise.models.flops`, convolutions and matrix products, 2 per multiply-add) over the fast
+path's time, against one large matrix product in the same precision timed in the parent process: how near
+the hardware the fast path runs (oneDNN skips a dilated convolution's taps that fall in the zero padding,
+so a model heavy in those can pass 100%).
 
 Measured on an AMD EPYC with AVX-512 BF16 (no AMX): swapping ASPP's dilated convs for per-tap matrix
 products (`pixelwise.inference.swaps.DilatedConvMatmul`) was no faster than oneDNN's convolution
@@ -165,15 +169,38 @@ def run_row(args) -> dict:
         got = predictor.logits(xd)
     agreement = (ref.argmax(1) == got.argmax(1)).float().mean().item()
     med = {k: statistics.median(v) for k, v in times.items()}
+    from pixelwise.models.flops import count_gflops
+
+    gflop = 2 * count_gflops(ours_eager, args.size) * args.batch  # multiply-adds x 2 = FLOPs, convs and matmuls
     return {"row": args.row, "batch": args.batch, "size": args.size, "baseline": base_name, "ours": ours_name,
             "precision": predictor.precision, "calibration": predictor.calibration, "setup_s": setup,
             "seconds": med, "all_seconds": times, "peak_extra_mb": mem, "agreement": agreement,
-            "ips": {k: args.batch / v for k, v in med.items()}}
+            "ips": {k: args.batch / v for k, v in med.items()}, "gflop": gflop}
 
 
-def table(results: list[dict]) -> str:
+def matmul_peak(threads: int) -> dict[str, float]:
+    """GFLOP/s of one large matrix product (4096 x 2048 @ 2048 x 2048) in fp32 and bf16 here: the roofline
+    the models' own convolutions (oneDNN matrix kernels) can be held against."""
+    import torch
+
+    torch.set_num_threads(threads)
+    out = {}
+    with torch.inference_mode():
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            a, b = torch.randn(4096, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+            for _ in range(2):
+                a @ b
+            t0 = time.perf_counter()
+            for _ in range(5):
+                a @ b
+            out[name] = 2 * 4096 * 2048 * 2048 * 5 / (time.perf_counter() - t0) / 1e9
+    return out
+
+
+def table(results: list[dict], peak: dict[str, float] | None = None) -> str:
     ablation = any("fast_no_aspp" in r.get("ips", {}) for r in results)
     extra = (" fast without the ASPP swap: img/s | its / baseline |", "---|---|") if ablation else ("", "")
+    extra = (extra[0] + (" fast GFLOP/s (share of the matmul peak) |" if peak else ""), extra[1] + ("---|" if peak else ""))
     lines = ["| row | batch | baseline | img/s | peak MB | pixelwise | precision | img/s fp32 eager | img/s fast "
              "| peak MB fast | fast / baseline | same, best runs | agreement vs own fp32 |" + extra[0],
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + extra[1]]
@@ -191,6 +218,10 @@ def table(results: list[dict]) -> str:
         if ablation:
             no = ips.get("fast_no_aspp")
             line += f" {no:.3f} | {no / ips['baseline']:.2f}x |" if no else " | |"
+        if peak:
+            rate = r["gflop"] * ips["fast"] / r["batch"]
+            roof = peak.get(r["precision"])
+            line += f" {rate:.0f} ({rate / roof:.0%}) |" if roof else f" {rate:.0f} |"
         lines.append(line)
     return "\n".join(lines)
 
@@ -256,6 +287,7 @@ def main() -> None:
     from pixelwise.hardware import describe_cpu
 
     torch.set_num_threads(args.threads)
+    peak = matmul_peak(args.threads) if args.device == "cpu" else None
     wall = time.perf_counter() - start
     command = "python benchmarks/inference_cpu.py " + " ".join(sys.argv[1:])
     load = os.getloadavg()
@@ -263,8 +295,11 @@ def main() -> None:
               f"From `benchmarks/inference_cpu.py` (see its docstring for what is timed). CPU: {describe_cpu()} "
               f"(2 logical cores here, shared with other jobs: load average {load[0]:.1f} at the end of the run). "
               f"torch {torch.__version__}. Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC. "
-              f"Command: `{command.strip()}` ({wall:.0f} s). Median of {args.iters} after a warm-up; random weights.\n\n")
-    text = header + table(results) + "\n"
+              f"Command: `{command.strip()}` ({wall:.0f} s). Median of {args.iters} after a warm-up; random weights."
+              + (f" Matmul peak here (4096x2048 @ 2048x2048): fp32 {peak['fp32']:.0f}, bf16 {peak['bf16']:.0f} GFLOP/s; "
+                 "a model's GFLOP/s counts its convolutions and matrix products as dense (2 FLOPs per multiply-add, "
+                 "zero-padding taps included)" if peak else "") + ".\n\n")
+    text = header + table(results, peak) + "\n"
     print(text)
     if not args.no_append:
         append_results(text, Path(__file__).with_name("RESULTS.md"))

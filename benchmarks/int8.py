@@ -9,8 +9,13 @@ resize applies):
     torch bf16        the fast path in bf16 (only where the CPU has bf16 units)
     onnxruntime fp32  the exported graph (`pixelwise export`)
     onnxruntime int8  `pixelwise export --int8`: static quantization calibrated on 16 training images
-"A CPU without bf16" is what the fp32 and int8 rows show: the candidates such a CPU has. ms: median
-per image over --images val images after one warm-up; agreement: the argmax against torch fp32 over the same
+    auto, no bf16     `--precision auto` on a copy of the model directory holding its int8 graph (`pixelwise
+                      export MODEL_DIR --int8`), candidates narrowed to fp32 and int8
+                      (PIXELWISE_AUTO_CANDIDATES): a CPU without bf16 units, simulated
+    auto              the same with every candidate this CPU has
+"A CPU without bf16" is what the fp32 and int8 rows show: the candidates such a CPU has. The auto rows
+time their candidates afresh (the decisions cache is off) and show what they chose and the timings. ms: median
+per image over --images val images after one warm-up, the forms interleaved image by image; agreement: the argmax against torch fp32 over the same
 images; mIoU: the whole val split. Appends the table to benchmarks/RESULTS.md with the CPU model.
 """
 from __future__ import annotations
@@ -53,29 +58,57 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="pw_int8_"))
     export_onnx(args.model_dir, work / "fp32.onnx", check=False)
     q = quantize_model(args.model_dir, work / "int8.onnx", min_agreement=0)  # measured whatever it agrees
-    verdict = quantize_model(args.model_dir, work / "kept.onnx")  # what `export --int8` would keep
+    import shutil
+
+    from pixelwise.modeldir import resolve_model_dir
+
+    inside = work / "model"
+    shutil.copytree(resolve_model_dir(args.model_dir), inside)
+    verdict = quantize_model(inside)  # what `export MODEL_DIR --int8` keeps, in the copy's directory
     print(verdict["message"], flush=True)
+    os.environ["PIXELWISE_PRECISION_CACHE"] = "off"
+
+    def auto(candidates: str | None):
+        def make():
+            if candidates:
+                os.environ["PIXELWISE_AUTO_CANDIDATES"] = candidates
+            else:
+                os.environ.pop("PIXELWISE_AUTO_CANDIDATES", None)
+            return Predictor.from_dir(inside, device="cpu", precision="auto")
+        return make
     forms = {"torch fp32": lambda: Predictor.from_dir(args.model_dir, device="cpu", precision="fp32")}
     if cpu_has_fast_bf16():
         forms["torch bf16"] = lambda: Predictor.from_dir(args.model_dir, device="cpu", precision="bf16")
     forms["onnxruntime fp32"] = lambda: Predictor.from_dir(work / "fp32.onnx")
     forms["onnxruntime int8"] = lambda: Predictor.from_dir(work / "int8.onnx")
+    forms["auto, no bf16 (fp32, int8 timed)"] = auto("fp32,int8")
+    forms["auto (every candidate here timed)"] = auto(None)
     ds = open_dataset(args.data, args.split)
     picks = np.linspace(0, len(ds) - 1, min(len(ds), args.images)).round().astype(int)
     images = [np.asarray(ds[int(i)].image) for i in picks]
-    rows, reference = [], None
+    predictors = {}
     for name, make in forms.items():
-        predictor = make()
-        predictor.predict(images[0])
-        times, labels = [], []
-        for image in images:
+        predictors[name] = make()
+        predictors[name].predict(images[0])  # warm-up
+    times = {name: [] for name in predictors}
+    labels = {name: [] for name in predictors}
+    for i, image in enumerate(images):  # forms interleaved, their order rotated: shared-core noise spreads evenly
+        names = list(predictors)
+        for name in names[i % len(names):] + names[:i % len(names)]:
             t0 = time.perf_counter()
-            labels.append(predictor.predict(image).semantic)
-            times.append((time.perf_counter() - t0) * 1000)
-        reference = reference or labels
-        agree = sum(int((a == b).sum()) for a, b in zip(labels, reference)) / sum(a.size for a in reference)
+            labels[name].append(predictors[name].predict(image).semantic)
+            times[name].append((time.perf_counter() - t0) * 1000)
+    rows, reference = [], labels["torch fp32"]
+    for name, predictor in predictors.items():
+        agree = sum(int((a == b).sum()) for a, b in zip(labels[name], reference)) / sum(a.size for a in reference)
         miou = None if args.no_miou else evaluate(predictor, args.data, split=args.split)["miou"]
-        rows.append((name, predictor.precision, statistics.median(times), agree, miou))
+        chosen = predictor.precision
+        if predictor.auto_choice and predictor.auto_choice.get("ms"):
+            chosen += " (" + ", ".join(f"{k} {v:.1f} ms" for k, v in predictor.auto_choice["ms"].items()) + \
+                f" at {predictor.auto_choice['size']}px)"
+        if predictor.calibration and predictor.calibration.get("on"):
+            chosen += f"; agrees {predictor.calibration['agreement']:.2%} on {predictor.calibration['on']}"
+        rows.append((name, chosen, statistics.median(times[name]), agree, miou))
         print(rows[-1], flush=True)
     base = rows[0][2]
     onnx_fp32 = next(r[2] for r in rows if r[0] == "onnxruntime fp32")
@@ -86,7 +119,7 @@ def main() -> None:
             f"From `benchmarks/int8.py`. CPU: {describe_cpu()}; load average {os.getloadavg()[0]:.1f}. torch "
             f"{torch.__version__}. Command: `{command}` ({time.time() - started:.0f} s). `export --int8`: {verdict['message']} ({verdict['precision']} kept); calibrated on "
             f"{q['images']} training images of {q['calibration']}, {len(q['excluded'])} output layer(s) in float. "
-            f"ms: median per {args.data} [{args.split}] image at batch 1 ({len(images)} images); agreement: argmax vs "
+            f"ms: median per {args.data} [{args.split}] image at batch 1 ({len(images)} images, forms interleaved); agreement: argmax vs "
             f"torch fp32 on those images; mIoU: the whole split.\n\n"
             "| form | precision | ms / image | speed vs torch fp32 | vs onnxruntime fp32 | agreement | val mIoU |\n"
             "|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")

@@ -42,23 +42,30 @@ def vm(key: str) -> float:
 
 
 def child(args) -> dict:
+    stages = {"interpreter": vm("VmRSS")}
     import numpy as np
     import torch
 
+    stages["import torch"] = vm("VmRSS")
     torch.set_num_threads(args.threads)
     from pixelwise.data.classes import default_palette
     from pixelwise.inference.predictor import Predictor
     from pixelwise.inference.sliding import make_grid
     from pixelwise.models import create_model
 
+    stages["import pixelwise (timm, torchvision)"] = vm("VmRSS")
     torch.manual_seed(0)
     model = create_model("deeplabv3plus", args.classes, encoder=args.encoder).eval()
+    stages["model built (fp32)"] = vm("VmRSS")
     config = {"classes": [f"c{i}" for i in range(args.classes)], "palette": default_palette(args.classes),
               "preprocessing": {}}
     predictor = Predictor(model, config, "cpu", args.precision, tile=args.tile, overlap=args.overlap,
                           tile_batch=args.tile_batch)
     del model
+    stages["Predictor ready (fast-path copy; original freed)"] = vm("VmRSS")
+    stages["peak while preparing (precision timing)"] = vm("VmHWM")
     image = mosaic(args.size)
+    stages["image in memory"] = vm("VmRSS")
     grid = make_grid(args.size, args.size, args.tile, args.overlap, predictor.align)
     rss_ready = vm("VmRSS")
     start = time.perf_counter()
@@ -76,7 +83,8 @@ def child(args) -> dict:
             "overlap": args.overlap, "tiles": grid.count, "tile_batch": predictor._tile_batch(grid),
             "precision": predictor.precision, "wall_s": wall, "tiles_per_s": grid.count / wall,
             "rss_before_mb": rss_ready, "peak_rss_mb": vm("VmHWM"), "label_counts": counts,
-            "streamed_to": args.out}
+            "streamed_to": args.out, "stages": stages, "rss_after_mb": vm("VmRSS"),
+            "file_backed_mb": int(re.search(r"RssFile:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024}
 
 
 def main() -> None:
@@ -109,6 +117,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     command = "python benchmarks/large_image.py " + " ".join(sys.argv[1:])
+    steps = [(k, v) for k, v in r["stages"].items() if not k.startswith("peak")]
     text = (f"\n## Large image: {r['size']}x{r['size']} RGB through DeepLabV3+ ({r['encoder']}), tiled\n\n"
             f"From `benchmarks/large_image.py`. CPU: {describe_cpu()} (shared with other jobs: load average "
             f"{os.getloadavg()[0]:.1f} at the end). Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC. "
@@ -117,7 +126,15 @@ def main() -> None:
             "(whole process) | RSS before predict MB | output |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
             f"| {r['size']}x{r['size']} | deeplabv3plus {r['encoder']} | {r['classes']} | {r['tile']} | {r['overlap']} "
             f"| {r['tiles']} | {r['tile_batch']} | {r['precision']} | {r['wall_s']:.0f} | {r['tiles_per_s']:.2f} | **{r['peak_rss_mb']:.0f}** "
-            f"| {r['rss_before_mb']:.0f} | {'streamed .npy' if r['streamed_to'] else 'uint8 label map in memory'} |\n")
+            f"| {r['rss_before_mb']:.0f} | {'streamed .npy' if r['streamed_to'] else 'uint8 label map in memory'} |\n"
+            "\nWhere the resident set goes (VmRSS after each stage of the same process; "
+            f"{r['file_backed_mb']:.0f} MB of the final set is file-backed: shared libraries' pages):\n\n"
+            "| stage | RSS MB | added MB |\n|---|---|---|\n"
+            + "".join(f"| {k} | {v:.0f} | {v - prev:+.0f} |\n" for (k, v), prev in
+                      zip(steps, [0] + [v for _, v in steps][:-1]))
+            + f"| peak while preparing (precision timing) | {r['stages']['peak while preparing (precision timing)']:.0f} | |\n"
+            f"| peak during the tiled prediction | {r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] - r['stages']['image in memory']:+.0f} |\n"
+            f"| after it (label map held) | {r['rss_after_mb']:.0f} | |\n")
     print(text)
     if not args.no_append:
         with Path(__file__).with_name("RESULTS.md").open("a") as f:

@@ -303,6 +303,34 @@ def test_low_precision_is_checked_against_fp32(monkeypatch):
         Predictor(Local(), CONFIG, "cpu", "fp16")
 
 
+def test_low_precision_is_checked_on_the_models_own_training_images(monkeypatch):
+    """The agreement check reads the training set config.json names (resized as inference resizes), and
+    falls back to the synthetic scene when that set is not readable here."""
+    from pixelwise.inference import predictor as pm
+
+    bf16_times_faster(monkeypatch)
+    monkeypatch.setattr(predictor_mod, "MIN_AGREEMENT", 0.0)
+    seen = []
+    real = pm.Predictor._model_outputs
+
+    def spy(self, model, x, dtype):
+        seen.append(tuple(x.shape[-2:]))
+        return real(self, model, x, dtype)
+
+    monkeypatch.setattr(pm.Predictor, "_model_outputs", spy)
+    config = {**CONFIG, "dataset": "synthetic:5", "preprocessing": {**CONFIG["preprocessing"], "resize": 48}}
+    p = Predictor(Local(), config, "cpu", "auto")
+    assert p.calibration["on"] == "2 training images of synthetic:5" and p.precision == "bf16"
+    assert seen and all(min(hw) == 48 for hw in seen)  # the images as inference resizes them
+    assert "on 2 training images of synthetic:5" in p.describe()
+    seen.clear()
+    gone = {**CONFIG, "dataset": "camvid:/nonexistent/camvid"}
+    p = Predictor(Local(), gone, "cpu", "auto")
+    assert p.calibration["on"] == "the synthetic calibration scene"
+    assert seen == [(pm.CALIBRATION_SIZE, pm.CALIBRATION_SIZE)] * 2  # fp32 and bf16 on the scene
+    assert pm.training_images({"dataset": "not a spec"}) == ([], None)
+
+
 def test_auto_precision_is_measured_not_read_from_the_cpu_flag(monkeypatch, tmp_path):
     """bf16 instructions present but bf16 slower (or not faster by 5%): auto keeps fp32; faster: bf16. The
     decision is cached per (architecture, size, CPU, torch) and a second Predictor does not time again."""

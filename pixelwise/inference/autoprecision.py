@@ -3,7 +3,7 @@
 A CPU flag says whether bf16 instructions exist, not whether they pay: on the same recipe bf16 has been
 faster than fp32 on one kind of CPU here and slower on another. So "auto" times the fast-path model in each
 candidate precision and keeps the fastest; the Predictor then checks a low-precision winner against fp32 on
-its calibration image as before (and falls back when it disagrees).
+its check images (the training set's, else a synthetic scene) and falls back when it disagrees.
 
 - Candidates: fp32 always; bf16 where the CPU has bf16 instructions (`cpu_has_fast_bf16`; elsewhere bf16 is
   emulated in software and is not worth the timing); int8 where the model directory holds the int8 graph

@@ -26,6 +26,9 @@ def session(path: str | Path, threads: int | None = None):
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    # no spin-waiting after a run: onnxruntime's threads would otherwise keep the cores busy for a while
+    # after each call, slowing whatever runs next in the process (the torch model, decoding, the server)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -18,8 +18,11 @@ Speed: the model runs through the fast path of `pixelwise.inference.fastpath` (b
 without copies, channels_last, weights cast to the precision, convolutions as prepacked oneDNN calls).
 precision="auto" picks bf16 on CUDA; on a CPU with bf16 instructions it times the model in fp32 and bf16
 and keeps the faster (`pixelwise.inference.autoprecision`: bf16 must win by 5%; decisions cached), fp32
-elsewhere; before a low-precision model is used, its argmax is compared with the fp32 model's on a
-calibration image (a synthetic scene), and below `MIN_AGREEMENT` of the pixels "auto" falls back to fp32
+elsewhere (and the model directory's int8 graph, when `pixelwise export MODEL_DIR --int8` wrote one); before
+a low-precision model is used, its argmax is compared with the fp32 model's on CHECK_IMAGES images of the
+model's own training set (config.json "dataset", when it is readable here; else a synthetic scene: a
+synthetic scene is far from most models' data: it has failed bf16 for a CamVid model that agrees with fp32
+on CamVid's own images, benchmarks/RESULTS.md), and below `MIN_AGREEMENT` of the pixels "auto" falls back to fp32
 (a warning says so; an explicit "bf16"/"fp16" is kept, with the same warning); agreement is the task's
 (argmax, or each class's yes/no for multi-label). Size: with `tile`, images
 larger than a tile run as overlapping tiles (`pixelwise.inference.sliding`), with memory bounded by one
@@ -94,6 +97,30 @@ def calibration_image(size: int = CALIBRATION_SIZE) -> np.ndarray:
     from pixelwise.data.synthetic import make_scene
 
     return make_scene(seed=0, size=size).image
+
+
+CHECK_IMAGES = 2  # training images the low-precision agreement check reads, when the model names its set
+
+
+def training_images(config: dict, count: int = CHECK_IMAGES) -> tuple[list[np.ndarray], str | None]:
+    """`count` RGB images (uint8 (H, W, 3), evenly spaced) of the training split the model's config.json
+    names ("dataset", the recipe's train_split), and that spec; ([], None) when it names none or the set
+    cannot be read here (the model moved to another machine): the caller then uses the synthetic scene."""
+    spec = config.get("dataset")
+    if not isinstance(spec, str) or ":" not in spec:
+        return [], None
+    split = ((config.get("recipe") or {}).get("data") or {}).get("train_split", "train")
+    try:
+        from pixelwise.data.formats import open_dataset
+
+        ds = open_dataset(spec, split)
+        picks = np.linspace(0, len(ds) - 1, min(len(ds), count)).round().astype(int) if len(ds) else []
+        images = [np.asarray(ds[int(i)].image) for i in dict.fromkeys(picks)]
+    except Exception as exc:  # noqa: BLE001 - unreadable here: the synthetic scene checks instead
+        log.info("%s: not readable for the precision check (%s); using the synthetic scene", spec, exc)
+        return [], None
+    images = [im for im in images if im.ndim == 3 and im.shape[2] == 3 and im.dtype == np.uint8]
+    return images, (spec if images else None)
 
 
 def default_device() -> str:
@@ -209,6 +236,9 @@ class Predictor:
             release_freed_memory()  # the timing and calibration copies' activations, not needed again
         self.dtype = DTYPES.get(self.precision, torch.float32)  # an int8 graph takes float32 in
         self._run = with_tta(self._forward, *self.tta)
+        # tiles without TTA hand the model's own dtype (bf16 logits) to the blending accumulator, which
+        # widens them as it adds: no float32 copy of each tile's logits beside the bf16 ones
+        self._run_tiles = self._run if self.tta != (False, (1.0,)) else self._forward_raw
 
     @classmethod
     def from_dir(cls, directory: str | Path, device: str | None = None, precision: str = "auto",
@@ -268,23 +298,27 @@ class Predictor:
         if not calibrate:
             return low
         reference = prepare_model(folded, self.device, torch.float32, fold=False, inplace=True)
-        x = self.normalize(self._calibration_input())
+        inputs, source = self._check_inputs()
+        same = total = 0
         with torch.inference_mode():
-            ref = self._model_outputs(reference, x, torch.float32)["out"]
-            got = self._model_outputs(low, x, DTYPES[self.precision])["out"]
-        agreement = self.task.agreement(ref, got)
+            for x in inputs:
+                ref = self._model_outputs(reference, x, torch.float32)["out"]
+                got = self._model_outputs(low, x, DTYPES[self.precision])["out"]
+                pixels = ref.shape[0] * ref.shape[-2] * ref.shape[-1]
+                same += self.task.agreement(ref, got) * pixels
+                total += pixels
+        agreement = same / total
         ok = agreement >= MIN_AGREEMENT
-        self.calibration = {"precision": self.precision, "agreement": agreement, "ok": ok}
+        self.calibration = {"precision": self.precision, "agreement": agreement, "ok": ok, "on": source}
         if ok:
             return low
         if self.requested_precision == "auto":
-            warnings.warn(f"{self.precision} agreed with fp32 on only {agreement:.2%} of the calibration "
-                          f"image's pixels (< {MIN_AGREEMENT:.1%}); running in fp32", stacklevel=3)
+            warnings.warn(f"{self.precision} agreed with fp32 on only {agreement:.2%} of the pixels of {source} "
+                          f"(< {MIN_AGREEMENT:.1%}); running in fp32", stacklevel=3)
             self.precision = "fp32"
             return reference
-        warnings.warn(f"{self.precision} agrees with fp32 on only {agreement:.2%} of the calibration "
-                      f"image's pixels (< {MIN_AGREEMENT:.1%}); precision='auto' would fall back to fp32",
-                      stacklevel=3)
+        warnings.warn(f"{self.precision} agrees with fp32 on only {agreement:.2%} of the pixels of {source} "
+                      f"(< {MIN_AGREEMENT:.1%}); precision='auto' would fall back to fp32", stacklevel=3)
         return low
 
     def _measure(self, folded: torch.nn.Module, int8=None) -> str:
@@ -301,6 +335,24 @@ class Predictor:
                                    int8=(lambda: int8) if int8 is not None else None,
                                    int8_id=int8 and int8.version)
         return self.auto_choice["chosen"]
+
+    def _check_inputs(self) -> tuple[list[torch.Tensor], str]:
+        """The normalised inputs the low-precision agreement check runs, and what they are: CHECK_IMAGES
+        images of the model's own training set when config.json names one that is readable here (resized
+        as inference resizes them), else the synthetic calibration scene."""
+        images, spec = training_images(self.config) if self.spec.is_rgb else ([], None)
+        if not images:
+            return [self.normalize(self._calibration_input())], "the synthetic calibration scene"
+        inputs = []
+        for image in images:
+            x = self.normalize(image)
+            if self.resize:
+                h, w = x.shape[-2:]
+                scale = self.resize / min(h, w)
+                x = torch.nn.functional.interpolate(x, size=(round(h * scale), round(w * scale)), mode="bilinear",
+                                                    align_corners=False, antialias=scale < 1)
+            inputs.append(x)
+        return inputs, f"{len(inputs)} training images of {spec}"
 
     def _calibration_input(self) -> np.ndarray:
         """The calibration scene as this model's input: uint8 RGB, or for a multi-band model raw bands made
@@ -343,6 +395,13 @@ class Predictor:
 
     def _forward(self, x: torch.Tensor) -> Outputs:
         return self._model_outputs(self.model, x, self.dtype)
+
+    def _forward_raw(self, x: torch.Tensor) -> Outputs:
+        """As _forward, the maps left in the model's dtype (bf16 under a bf16 fast path)."""
+        if self.onnx:
+            return _as_dict(self.model(x.float().cpu()))
+        out = self.model(x.to(self.device, self.dtype).contiguous(memory_format=torch.channels_last))
+        return out if isinstance(out, dict) else {"out": out}
 
     # -- images of any size ----------------------------------------------------------------------------
 
@@ -389,7 +448,7 @@ class Predictor:
                                                 mode="bilinear", align_corners=False, antialias=scale < 1)
         if self._tiled(h, w):
             grid = self._grid(*x.shape[-2:], self._tile_for(h, w), scale)
-            parts = [sliding.stitch(self._run, sliding.tensor_fetcher(img.float().cpu()), grid, self.blend,
+            parts = [sliding.stitch(self._run_tiles, sliding.tensor_fetcher(img.float().cpu()), grid, self.blend,
                                     self._tile_batch(grid)) for img in x]
             out = {k: parts[0][k][None] if len(parts) == 1 else torch.stack([p[k] for p in parts]) for k in parts[0]}
         else:
@@ -441,7 +500,7 @@ class Predictor:
         fetch = (sliding.uint8_fetcher(image, self.mean, self.std) if self.spec.is_rgb
                  else sliding.array_fetcher(image, lambda tile: self.normalize(tile)[0]))
         grid = self._grid(h, w, self._tile_for(h, w))
-        for y0, y1, band in sliding.iter_bands(self._run, fetch, grid, self.blend, self._tile_batch(grid)):
+        for y0, y1, band in sliding.iter_bands(self._run_tiles, fetch, grid, self.blend, self._tile_batch(grid)):
             yield y0, y1, self.task.decode(band)
 
     def labels(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -459,7 +518,8 @@ class Predictor:
     def describe(self) -> str:
         """One line: task, backend, device, precision (and its calibration), tiling, TTA, CRF."""
         backend = "onnxruntime" if self.onnx else "torch"
-        cal = (f" (calibration agreement {self.calibration['agreement']:.2%})" if self.calibration else "")
+        cal = (f" (agreement with fp32 {self.calibration['agreement']:.2%} on {self.calibration['on']})"
+               if self.calibration else "")
         choice = self.auto_choice
         if choice and choice.get("ms"):
             timed = ", ".join(f"{k} {v:.1f} ms" for k, v in choice["ms"].items())
