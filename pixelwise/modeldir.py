@@ -107,6 +107,15 @@ def int8_graph_path(directory: str | Path) -> Path:
     return resolve_model_dir(directory) / INT8_NAME
 
 
+def training_set(config: dict) -> tuple[str, str] | None:
+    """(dataset spec, train split) of the set a model was trained on, from its config.json ("dataset" and the
+    recipe's data.train_split), or None when it names none."""
+    spec = config.get("dataset")
+    if not isinstance(spec, str) or ":" not in spec:
+        return None
+    return spec, ((config.get("recipe") or {}).get("data") or {}).get("train_split", "train")
+
+
 MAX_CLASSES = 65536  # label maps are written as 8- or 16-bit PNGs
 MAX_SIDE = 16384    # the largest shorter side a saved preprocessing may resize to
 

@@ -31,8 +31,10 @@ import torch
 
 from pixelwise.errors import ConfigError, PixelwiseError
 from pixelwise.export import export_onnx
+from pixelwise.data.formats import spread_images
 from pixelwise.inference.onnx import META_KEY, session as onnx_session
-from pixelwise.modeldir import int8_graph_path
+from pixelwise.inference.predictor import resize_shorter
+from pixelwise.modeldir import int8_graph_path, training_set
 
 CALIBRATION_IMAGES = 16
 CHECK_IMAGES = 8
@@ -41,38 +43,23 @@ MIN_AGREEMENT = 0.99
 PRODUCERS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
-def training_images_spec(config: dict) -> str | None:
-    """The dataset spec the model was trained on (config.json "dataset"), if it names one."""
-    spec = config.get("dataset")
-    return spec if isinstance(spec, str) and ":" in spec else None
-
-
 def calibration_arrays(spec: str, count: int, skip: int = 0, resize: int | None = None,
                        split: str = "train") -> list[np.ndarray]:
     """`count` images of a dataset split (evenly spaced, after `skip` of the same spacing are left for other
     uses) as float32 (1, 3, H, W) in 0..255, resized to the model's shorter side when it has one."""
-    from pixelwise.data.formats import open_dataset
-
     try:
-        ds = open_dataset(spec, split)
+        images = spread_images(spec, split, count, skip)
     except PixelwiseError as exc:
         raise ConfigError(f"calibration images '{spec}' [{split}]: {exc}") from None
-    n = len(ds)
-    if n == 0:
+    if not images:
         raise ConfigError(f"calibration images '{spec}' [{split}]: the split has no images")
-    picks = np.linspace(0, n - 1, min(n, count + skip)).round().astype(int)[skip:skip + count]
     out = []
-    for i in dict.fromkeys(picks.tolist()):
-        image = np.asarray(ds[i].image)
+    for i, image in enumerate(images):
         if image.ndim != 3 or image.shape[2] != 3:
-            raise ConfigError(f"calibration images '{spec}': int8 calibration reads RGB images; image {i} has "
-                              f"shape {image.shape}")
+            raise ConfigError(f"calibration images '{spec}': int8 calibration reads RGB images; image {i} of "
+                              f"those picked has shape {image.shape}")
         x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float()
-        if resize:
-            scale = resize / min(x.shape[-2:])
-            x = torch.nn.functional.interpolate(x, size=(round(x.shape[-2] * scale), round(x.shape[-1] * scale)),
-                                                mode="bilinear", antialias=scale < 1)
-        out.append(x.numpy())
+        out.append((resize_shorter(x, resize)[0] if resize else x).numpy())
     return out
 
 
@@ -143,11 +130,12 @@ def quantize_model(model_dir: str | Path, path: str | Path | None = None, calibr
     if pre.get("bands"):
         raise ConfigError(f"{model_dir}: int8 quantization reads RGB calibration images; this model takes "
                           f"{len(pre.get('mean', []))} channels (multi-band models run in fp32 or bf16)")
-    spec = calibration or training_images_spec(config)
+    trained = training_set(config)
+    spec = calibration or (trained[0] if trained else None)
     if spec is None:
         raise ConfigError(f"{model_dir}: config.json names no training set to calibrate on; pass calibration "
                           "images (--calibration FORMAT:PATH)")
-    split = ((config.get("recipe") or {}).get("data") or {}).get("train_split", "train") if calibration is None else "train"
+    split = trained[1] if calibration is None else "train"
     calib = calibration_arrays(spec, images, resize=pre.get("resize"), split=split)
     held_out = calibration_arrays(spec, check_images, skip=images, resize=pre.get("resize"), split=split)
     inside = path is None

@@ -74,17 +74,15 @@ def cache_key(arch: dict | None, channels: int, size: int, names: list[str] | No
     return measured.key(arch=arch, channels=channels, size=size, **extra)
 
 
-def measure(prepare, arch: dict | None, channels: int, size: int, device: torch.device, int8=None,
-            int8_id: str | None = None) -> dict:
+def measure(prepare, arch: dict | None, channels: int, size: int, device: torch.device, int8=None) -> dict:
     """{"chosen", "ms": {precision: ms}, "size", "cached"}: `prepare(dtype)` builds the fast-path model in a
-    precision; `int8()`, when given, loads the int8 graph (a callable on normalised float32 tensors) and
-    `int8_id` names that graph's version in the cache key. The decision comes from the cache when it holds
-    this key."""
+    precision; `int8`, when given, is the int8 graph (an OnnxModel: called on normalised float32 tensors,
+    its `version` part of the cache key). The decision comes from the cache when it holds this key."""
     names = candidates(int8 is not None)
     if names == ["fp32"]:
         return {"chosen": "fp32", "ms": {}, "size": size, "cached": False,
                 "why": "no bf16 instructions on this CPU and no int8 graph"}
-    key = cache_key(arch, channels, size, names, int8_id)
+    key = cache_key(arch, channels, size, names, int8.version if int8 is not None else None)
     hit = measured.lookup(key)
     if hit is not None and hit.get("chosen") in names:
         return {**hit, "cached": True}
@@ -92,7 +90,7 @@ def measure(prepare, arch: dict | None, channels: int, size: int, device: torch.
     timings = {}
     for name in names:
         if name == "int8":
-            model, xin = int8(), x.to(device)
+            model, xin = int8, x.to(device)
         else:
             model = prepare(DTYPES[name])
             xin = x.to(device, DTYPES[name]).contiguous(memory_format=torch.channels_last)

@@ -43,11 +43,13 @@ from pixelwise.constants import IMAGENET_MEAN, IMAGENET_STD
 from pixelwise.data.bands import BandSpec
 from pixelwise.data.io import label_dtype
 from pixelwise.data.transforms import normalize_image
+from pixelwise.data.formats import spread_images
 from pixelwise.errors import ConfigError, PixelwiseError
 from pixelwise.hardware import release_freed_memory
 from pixelwise.inference import sliding
 from pixelwise.inference.fastpath import fold_batchnorm, prepare_model
 from pixelwise.inference.tta import parse_tta, resize_outputs, with_tta
+from pixelwise.modeldir import training_set
 from pixelwise.precision import DTYPES, resolve_precision
 from pixelwise.tasks import Prediction, TaskBase, task_for_model
 
@@ -102,25 +104,29 @@ def calibration_image(size: int = CALIBRATION_SIZE) -> np.ndarray:
 CHECK_IMAGES = 2  # training images the low-precision agreement check reads, when the model names its set
 
 
+def resize_shorter(x: torch.Tensor, shorter: int) -> tuple[torch.Tensor, float]:
+    """(N, C, H, W) -> the same with its shorter side `shorter` (bilinear, antialiased when shrinking, as the
+    training preset's Resize(antialias=True) is), and the scale."""
+    h, w = x.shape[-2:]
+    scale = shorter / min(h, w)
+    return torch.nn.functional.interpolate(x.float(), size=(round(h * scale), round(w * scale)), mode="bilinear",
+                                           align_corners=False, antialias=scale < 1), scale
+
+
 def training_images(config: dict, count: int = CHECK_IMAGES) -> tuple[list[np.ndarray], str | None]:
     """`count` RGB images (uint8 (H, W, 3), evenly spaced) of the training split the model's config.json
-    names ("dataset", the recipe's train_split), and that spec; ([], None) when it names none or the set
-    cannot be read here (the model moved to another machine): the caller then uses the synthetic scene."""
-    spec = config.get("dataset")
-    if not isinstance(spec, str) or ":" not in spec:
+    names, and its spec; ([], None) when it names none or the set cannot be read here (the model moved to
+    another machine): the caller then uses the synthetic scene."""
+    trained = training_set(config)
+    if trained is None:
         return [], None
-    split = ((config.get("recipe") or {}).get("data") or {}).get("train_split", "train")
     try:
-        from pixelwise.data.formats import open_dataset
-
-        ds = open_dataset(spec, split)
-        picks = np.linspace(0, len(ds) - 1, min(len(ds), count)).round().astype(int) if len(ds) else []
-        images = [np.asarray(ds[int(i)].image) for i in dict.fromkeys(picks)]
+        images = spread_images(*trained, count)
     except Exception as exc:  # noqa: BLE001 - unreadable here: the synthetic scene checks instead
-        log.info("%s: not readable for the precision check (%s); using the synthetic scene", spec, exc)
+        log.info("%s: not readable for the precision check (%s); using the synthetic scene", trained[0], exc)
         return [], None
     images = [im for im in images if im.ndim == 3 and im.shape[2] == 3 and im.dtype == np.uint8]
-    return images, (spec if images else None)
+    return images, (trained[0] if images else None)
 
 
 def default_device() -> str:
@@ -238,7 +244,7 @@ class Predictor:
         self._run = with_tta(self._forward, *self.tta)
         # tiles without TTA hand the model's own dtype (bf16 logits) to the blending accumulator, which
         # widens them as it adds: no float32 copy of each tile's logits beside the bf16 ones
-        self._run_tiles = self._run if self.tta != (False, (1.0,)) else self._forward_raw
+        self._run_tiles = self._run if self._asked()["tta"] else self._forward_raw
 
     @classmethod
     def from_dir(cls, directory: str | Path, device: str | None = None, precision: str = "auto",
@@ -332,8 +338,7 @@ class Predictor:
         size = max(self.align, size // self.align * self.align)
         self.auto_choice = measure(lambda dtype: prepare_model(folded, self.device, dtype, fold=False),
                                    getattr(folded, "pixelwise_arch", None), input_channels(folded), size, self.device,
-                                   int8=(lambda: int8) if int8 is not None else None,
-                                   int8_id=int8 and int8.version)
+                                   int8=int8)
         return self.auto_choice["chosen"]
 
     def _check_inputs(self) -> tuple[list[torch.Tensor], str]:
@@ -343,15 +348,9 @@ class Predictor:
         images, spec = training_images(self.config) if self.spec.is_rgb else ([], None)
         if not images:
             return [self.normalize(self._calibration_input())], "the synthetic calibration scene"
-        inputs = []
-        for image in images:
-            x = self.normalize(image)
-            if self.resize:
-                h, w = x.shape[-2:]
-                scale = self.resize / min(h, w)
-                x = torch.nn.functional.interpolate(x, size=(round(h * scale), round(w * scale)), mode="bilinear",
-                                                    align_corners=False, antialias=scale < 1)
-            inputs.append(x)
+        inputs = [self.normalize(image) for image in images]
+        if self.resize:
+            inputs = [resize_shorter(x, self.resize)[0] for x in inputs]
         return inputs, f"{len(inputs)} training images of {spec}"
 
     def _calibration_input(self) -> np.ndarray:
@@ -386,22 +385,19 @@ class Predictor:
         """uint8 (H,W,3) RGB of an image for overlays: itself, or a multi-band image's RGB composite."""
         return as_rgb(image) if self.spec.is_rgb else self.spec.composite(self.check_image(image))
 
-    def _model_outputs(self, model, x: torch.Tensor, dtype: torch.dtype) -> Outputs:
-        """Normalized (N,C,H,W) -> the model's outputs as a dict of float32 maps on self.device."""
+    def _model_outputs(self, model, x: torch.Tensor, dtype: torch.dtype, widen: bool = True) -> Outputs:
+        """Normalized (N,C,H,W) -> the model's outputs as a dict of float32 maps on self.device (widen=False:
+        left in the model's dtype, bf16 under a bf16 fast path)."""
         if self.onnx:
             return _as_dict(model(x.float().cpu()))
-        x = x.to(self.device, dtype).contiguous(memory_format=torch.channels_last)
-        return _as_dict(model(x))
+        out = model(x.to(self.device, dtype).contiguous(memory_format=torch.channels_last))
+        return _as_dict(out) if widen else (out if isinstance(out, dict) else {"out": out})
 
     def _forward(self, x: torch.Tensor) -> Outputs:
         return self._model_outputs(self.model, x, self.dtype)
 
     def _forward_raw(self, x: torch.Tensor) -> Outputs:
-        """As _forward, the maps left in the model's dtype (bf16 under a bf16 fast path)."""
-        if self.onnx:
-            return _as_dict(self.model(x.float().cpu()))
-        out = self.model(x.to(self.device, self.dtype).contiguous(memory_format=torch.channels_last))
-        return out if isinstance(out, dict) else {"out": out}
+        return self._model_outputs(self.model, x, self.dtype, widen=False)
 
     # -- images of any size ----------------------------------------------------------------------------
 
@@ -442,10 +438,7 @@ class Predictor:
         h, w = images.shape[-2:]
         x, scale = images, 1.0
         if self.resize:
-            scale = self.resize / min(h, w)
-            # antialiased when shrinking, as the training preset's Resize(antialias=True) is
-            x = torch.nn.functional.interpolate(x.float(), size=(round(h * scale), round(w * scale)),
-                                                mode="bilinear", align_corners=False, antialias=scale < 1)
+            x, scale = resize_shorter(x, self.resize)
         if self._tiled(h, w):
             grid = self._grid(*x.shape[-2:], self._tile_for(h, w), scale)
             parts = [sliding.stitch(self._run_tiles, sliding.tensor_fetcher(img.float().cpu()), grid, self.blend,

@@ -56,6 +56,18 @@ def open_dataset(spec: str, split: str = "train", **options) -> SegmentationData
     return dataset
 
 
+def spread_images(spec: str, split: str, count: int, skip: int = 0) -> list[np.ndarray]:
+    """`count` images of a dataset split, evenly spaced over it, after `skip` of the same spacing (left for
+    another use: int8 calibration takes the first ones, its agreement check the next); each as the reader
+    gives it (uint8 (H, W, 3) RGB, or a raster's bands). Reader errors propagate."""
+    ds = open_dataset(spec, split)
+    n = len(ds)
+    if n == 0:
+        return []
+    picks = np.linspace(0, n - 1, min(n, count + skip)).round().astype(int)[skip:skip + count]
+    return [np.asarray(ds[i].image) for i in dict.fromkeys(picks.tolist())]
+
+
 def _open(spec: str, split: str, **options) -> SegmentationDataset:
     fmt, root = parse_spec(spec)
     if fmt not in VIRTUAL and not root.exists():
