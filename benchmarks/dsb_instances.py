@@ -1,10 +1,10 @@
-"""DSB 2018 nuclei: Panoptic-DeepLab against a U-Net + connected components, same split and time budget.
+"""DSB 2018 nuclei: Panoptic-DeepLab, Mask2Former and a U-Net + connected components, same split and time budget.
 
     OMP_NUM_THREADS=1 python benchmarks/dsb_instances.py --data ../shared/data/dsb2018_stage1_test_nuclei \
-        --train --minutes 10 --out runs/dsb_bench
+        --train --minutes 10 --out runs/dsb_bench [--models panoptic,unet,mask2former]
 
-trains (with --train) configs/dsb/panoptic_deeplab.yaml and configs/dsb/unet.yaml for `--minutes` each into
-OUT/panoptic and OUT/unet (or scores runs already there), then scores both on the val split of the dsb
+trains (with --train) the recipes of `--models` (configs/dsb/panoptic_deeplab.yaml, unet.yaml, mask2former.yaml)
+for `--minutes` each into OUT/NAME (or scores runs already there), then scores each on the val split of the dsb
 format (ImageIds sorted, every 4th: 13 images, 39 for training): mask AP / AP50 / AP75 (pycocotools, up to
 1000 detections per image), PQ (thing class "nucleus"; background is stuff), the DSB 2018 score (mean over
 IoU thresholds 0.5:0.05:0.95 of TP / (TP + FP + FN), averaged over images) and AJI. Writes OUT/results.json
@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = {"panoptic": ROOT / "configs/dsb/panoptic_deeplab.yaml", "unet": ROOT / "configs/dsb/unet.yaml"}
+RECIPES = {"panoptic": ROOT / "configs/dsb/panoptic_deeplab.yaml", "unet": ROOT / "configs/dsb/unet.yaml",
+           "mask2former": ROOT / "configs/dsb/mask2former.yaml"}
 
 
 def train_run(name: str, data: str, minutes: float, out: Path) -> dict:
@@ -51,16 +52,23 @@ def main() -> None:
     parser.add_argument("--out", default="runs/dsb_bench")
     parser.add_argument("--train", action="store_true", help="train both models first")
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget of each model")
+    parser.add_argument("--models", default="panoptic,unet", help=f"comma-separated, of {', '.join(RECIPES)}")
     args = parser.parse_args()
     out = Path(args.out)
     results = {}
-    for name, method in (("panoptic", "components"), ("unet", "components")):
+    names = [n for n in args.models.split(",") if n]
+    unknown = sorted(set(names) - set(RECIPES))
+    if unknown:
+        parser.error(f"--models: unknown {', '.join(unknown)}; known: {', '.join(RECIPES)}")
+    for name in names:
+        method = "components"  # how a semantic model's foreground splits; the panoptic models group themselves
         entry = train_run(name, args.data, args.minutes, out / name) if args.train else {}
         entry |= score_run(out / name, args.data, method)
         results[name] = entry
         print(name, json.dumps(entry), flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    labels = {"panoptic": "Panoptic-DeepLab (ResNet-10-T)", "unet": "U-Net (ResNet-10-T) + connected components"}
+    labels = {"panoptic": "Panoptic-DeepLab (ResNet-10-T)", "unet": "U-Net (ResNet-10-T) + connected components",
+              "mask2former": "Mask2Former (ResNet-10-T)"}
     print("\n| model | mask AP | AP50 | AP75 | PQ (nucleus) | DSB score | AJI |\n|---|---|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {labels[name]} | {r['mask_ap']:.3f} | {r['ap50']:.3f} | {r['ap75']:.3f} | {r['pq_nucleus']:.3f} | "

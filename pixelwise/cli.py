@@ -381,6 +381,44 @@ def export(model_dir: str, onnx_path: str, opset: int, check: bool, int8: bool, 
 
 
 @cli.command()
+@click.argument("source")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="pixelwise model directory to write.")
+@click.option("--task", "task_name", default=None, type=click.Choice(["semantic", "panoptic"]),
+              help="The task the model answers by default (Mask2Former: semantic or panoptic, which --task "
+              "instance reads too; default semantic).")
+@click.option("--things", default=None, help="Comma-separated class ids (or a-b ranges) of the countable classes; "
+              "needed with --task panoptic, e.g. 0-79 for COCO panoptic.")
+def convert(source: str, out: str, task_name: str | None, things: str | None) -> None:
+    """Convert another library's checkpoint: SOURCE is transformers:DIR, a transformers model directory
+    (config.json + model.safetensors) of SegFormer, UPerNet or Mask2Former."""
+    from pixelwise.convert import SOURCES, convert_transformers
+
+    library, sep, path = source.partition(":")
+    if not sep or library not in SOURCES or not path:
+        raise click.UsageError(f"SOURCE must be LIBRARY:DIR with LIBRARY one of {', '.join(SOURCES)}, "
+                               f"e.g. transformers:segformer-b0-ade, got {source!r}")
+    if things is not None and task_name != "panoptic":
+        raise click.UsageError("--things applies only with --task panoptic")
+    r = convert_transformers(path, out, task=task_name, things=parse_ids(things) if things else None)
+    click.echo(f"wrote {r['path']}: {r['arch']} {r['kwargs']}, {r['num_classes']} classes, "
+               f"{r['params'] / 1e6:.2f}M parameters, task {r['task']}")
+    for note in r["notes"]:
+        click.echo(f"note: {note}")
+
+
+def parse_ids(text: str) -> list[int]:
+    """"0-79,90" -> [0, ..., 79, 90]; a UsageError naming the bad part."""
+    ids: list[int] = []
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        try:
+            ids += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
+        except ValueError:
+            raise click.UsageError(f"--things: {part!r} is not a class id or an a-b range") from None
+    return ids
+
+
+@cli.command()
 @click.argument("model_dir", type=click.Path())
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback unless told).")
 @click.option("--port", default=8000, show_default=True, type=int)

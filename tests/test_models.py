@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from pixelwise.errors import ModelError
 from pixelwise.models import MODELS, create_encoder, create_model, encoder_norm, list_models, model_info
 from pixelwise.models.encoders import read_weights
+from pixelwise.tasks.semantic.loss import SemanticMaskLoss
 
 # Small configurations for the forward/backward test (defaults otherwise).
 SMALL: dict[str, dict] = {
@@ -33,6 +34,10 @@ SMALL: dict[str, dict] = {
     "segmenter": dict(encoder="vit_tiny_patch16_384"),
     "panoptic_deeplab": dict(encoder="resnet18", aspp_channels=32, decoder_channels=32, instance_decoder_channels=16,
                              head_channels=8),
+    "segformer": dict(variant="b0"),
+    "upernet": dict(encoder="resnet18", channels=32, aux=True, aux_channels=16),
+    "mask2former": dict(encoder="resnet18", hidden_dim=64, num_queries=10, decoder_layers=3, encoder_layers=1,
+                        dim_feedforward=128),
 }
 # Further variants worth the same checks.
 VARIANTS = [
@@ -63,6 +68,16 @@ PAPER_PARAMS = [
     # Seg-S/16 mask, ADE20K (150 classes): the reference code's model has 26.42M, of which 0.385M is the
     # ViT's unused ImageNet head and 0.17M a 32x32 position grid (timm's 24x24 grid is interpolated here).
     ("segmenter", {"num_classes": 150}, 26.42e6),
+    # SegFormer MiT-B0 / B2, ADE20K (150 classes): transformers' nvidia/segformer-b0 / b2 have 3.75M / 27.46M
+    # (the paper prints 3.8M / 27.5M).
+    ("segformer", {"num_classes": 150}, 3.753e6),
+    ("segformer", {"num_classes": 150, "variant": "b2"}, 27.46e6),
+    # UPerNet ConvNeXt-T with its auxiliary FCN head, ADE20K: transformers' UperNetForSemanticSegmentation has
+    # 60,242,636 (the ConvNeXt paper: 60M).
+    ("upernet", {"num_classes": 150, "aux": True}, 60.24e6),
+    # Mask2Former, COCO panoptic (133 classes): Swin-T 47M and R50 44M in the paper's Table 1.
+    ("mask2former", {"num_classes": 133}, 47.0e6),
+    ("mask2former", {"num_classes": 133, "encoder": "resnet50"}, 44.0e6),
 ]
 
 
@@ -90,10 +105,14 @@ def test_model(name, kwargs, tmp_path):
     model.train()
     x = torch.randn(2, 3, 35, 45)
     y = model(x)
-    assert _out(y).shape == (2, num_classes, 35, 45)
     target = torch.randint(0, num_classes, (2, 35, 45))
-    loss = torch.nn.functional.cross_entropy(_out(y), target)
-    if isinstance(y, dict):
+    if getattr(model, "mask_classification", False):  # (class, mask) pairs: the set criterion trains them
+        assert y["pred_logits"].shape[-1] == num_classes + 1 and y["pred_masks"].shape[-2:] == (16, 16)
+        loss = SemanticMaskLoss(num_classes)(y, target)
+    else:
+        assert _out(y).shape == (2, num_classes, 35, 45)
+        loss = torch.nn.functional.cross_entropy(_out(y), target)
+    if isinstance(y, dict) and not getattr(model, "mask_classification", False):
         for key, value in y.items():  # "aux": deep supervision; others (panoptic "center", "offset"): any loss
             if key == "aux":
                 assert value.shape == (2, num_classes, 35, 45)

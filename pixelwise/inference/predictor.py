@@ -213,6 +213,13 @@ class Predictor:
         self.tile, self.overlap, self.blend, self.tile_batch = tile and int(tile), float(overlap), blend, tile_batch
         self.tta = parse_tta(tta)
         self.task.check_applies(self._asked())
+        # a mask-classification model (Mask2Former) gives its per-query outputs only to a task that decodes them
+        self.queries = getattr(model, "query_outputs", None) is not None and self.task.reads_queries
+        if isinstance(model, torch.nn.Module) and hasattr(model, "query_outputs"):
+            model.query_outputs = self.queries
+        if self.queries and (self.tile or self._asked()["tta"]):
+            raise PixelwiseError(f"the {self.task.name} task decodes this model's per-query masks over the whole "
+                                 "image: tile and tta do not apply (drop them, or read it as --task semantic)")
         self.calibration: dict | None = None
         self.auto_choice: dict | None = None
         self.onnx = not isinstance(model, torch.nn.Module)
@@ -440,6 +447,10 @@ class Predictor:
         if self.resize:
             x, scale = resize_shorter(x, self.resize)
         if self._tiled(h, w):
+            if self.queries:
+                raise PixelwiseError(f"a {w}x{h} image is too large for one pass, and the {self.task.name} task "
+                                     "decodes this model's per-query masks over the whole image; read it as "
+                                     "--task semantic (tiled), or resize it")
             grid = self._grid(*x.shape[-2:], self._tile_for(h, w), scale)
             parts = [sliding.stitch(self._run_tiles, sliding.tensor_fetcher(img.float().cpu()), grid, self.blend,
                                     self._tile_batch(grid)) for img in x]

@@ -49,6 +49,8 @@ def resize_outputs(out: Output, size, scale: float) -> Output:
 
 
 def _resize_map(v: torch.Tensor, size, scale: float, offset: bool) -> torch.Tensor:
+    if v.ndim != 4:  # not a map: per-query class logits (N, Q, C + 1) describe the whole image at any size
+        return v
     if tuple(v.shape[-2:]) != tuple(size):
         v = F.interpolate(v, size=tuple(size), mode="bilinear", align_corners=False)
     return v / scale if offset and scale != 1 else v

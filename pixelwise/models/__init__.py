@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from pixelwise.errors import ModelError
-from pixelwise.models import deeplab, fastfcn, fcn, panoptic_deeplab, segmenter, segnet, unet
+from pixelwise.models import deeplab, fastfcn, fcn, mask2former, panoptic_deeplab, segformer, segmenter, segnet, unet, upernet
 from pixelwise.models.base import SegmentationModel
 from pixelwise.models.encoders import create_encoder, encoder_norm
 from pixelwise.models.flops import count_gflops, count_params
@@ -39,6 +39,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "fastfcn": fastfcn.fastfcn,
     "segmenter": segmenter.segmenter,
     "panoptic_deeplab": panoptic_deeplab.panoptic_deeplab,
+    "segformer": segformer.segformer,
+    "upernet": upernet.upernet,
+    "mask2former": mask2former.mask2former,
 }
 
 __all__ = ["MODELS", "SegmentationModel", "count_gflops", "count_params", "create_encoder", "create_model",

@@ -8,6 +8,7 @@ share (the label set, typed options, checks of formats and inference options).
 Shapes, for one image of H x W pixels and C classes:
 - model outputs: a dict of float32 maps at the input size, {"out": logits (C, H, W), ...}; panoptic
   models add "center" (1, H, W) and "offset" (2, H, W) (what `Predictor.outputs` gives, batch dim dropped);
+  mask-classification models add the per-query outputs of QUERY_KEYS for a task that reads them;
 - `Prediction`: the typed answer of `decode` (model outputs) or `truth` (a dataset Sample), whose fields
   say what the task produces (see the class).
 """
@@ -29,6 +30,11 @@ from pixelwise.errors import ConfigError
 from pixelwise.metrics.reduce import Reducer
 
 INFERENCE_OPTIONS = ("tile", "tta", "crf")  # Predictor options a task may or may not be able to honour
+# Per-query outputs of a mask-classification model (Mask2Former) for one image: "query_logits" (Q, C + 1) class
+# logits (the last one "no object"), "query_masks" (Q, H, W) mask logits at the input size. The model gives them
+# only when the task decodes them (`Task.reads_queries`); they describe the whole image, so tiles and TTA
+# cannot apply to them.
+QUERY_KEYS = ("query_logits", "query_masks")
 
 
 @dataclass
@@ -128,6 +134,7 @@ class Task(Protocol):
     pointwise       decoding a row band gives that band of the whole decoding (lets tiled images stream)
     trainable       whether `training` exists (the instance task evaluates panoptic or semantic models)
     needs_things    the label set must name thing classes (countable objects)
+    reads_queries   decode reads a mask-classification model's per-query outputs (QUERY_KEYS) when it has them
     """
 
     name: ClassVar[str]
@@ -141,6 +148,7 @@ class Task(Protocol):
     pointwise: ClassVar[bool]
     trainable: ClassVar[bool]
     needs_things: ClassVar[bool]
+    reads_queries: ClassVar[bool]
     classes: list[str]
     palette: list[tuple[int, int, int]]
     things: list[int]
@@ -219,6 +227,7 @@ class TaskBase:
     trainable: ClassVar[bool] = True
     higher_is_better: ClassVar[bool] = True
     needs_things: ClassVar[bool] = False  # countable classes are what the task is about (panoptic, instance)
+    reads_queries: ClassVar[bool] = False
 
     def __init__(self, classes: Sequence[str], palette=None, things: Sequence[int] = (), options: dict | None = None):
         self.classes = list(classes)

@@ -40,6 +40,7 @@ class InstanceTask(TaskBase):
     trainable = False
     Options = PanopticOptions
     needs_things = True
+    reads_queries = True
 
     def training(self, data_cfg, train_cfg, model) -> Training:
         raise ConfigError("config key 'task.name': the instance task is not trained on its own; train a panoptic "

@@ -2,6 +2,8 @@
 
 - Panoptic models (outputs "out", "center", "offset"): Panoptic-DeepLab post-processing
   (pixelwise.tasks.panoptic.postprocess).
+- Mask-classification models (per-query outputs "query_logits", "query_masks"): Mask2Former's panoptic
+  inference (pixelwise.mask_classification).
 - Semantic models: stuff classes from the label map, thing instances by connected components or marker
   watershed (pixelwise.postprocess.instances).
 
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 
 from pixelwise.fastops import class_argmax
+from pixelwise.mask_classification import panoptic_inference
 from pixelwise.postprocess.instances import instances_from_semantic
 from pixelwise.tasks.panoptic.postprocess import merge_semantic_and_instance, panoptic_segmentation, panoptic_segments
 
@@ -33,16 +36,27 @@ def thing_labels(ids: np.ndarray, segments: list[dict], things=None, crowd: bool
 
 def panoptic_decode(out: dict[str, torch.Tensor], things, threshold: float = 0.1, nms_kernel: int = 7,
                     top_k: int | None = 200, stuff_area: int = 2048, min_thing_area: int = 1,
-                    method: str = "components") -> tuple[np.ndarray, np.ndarray, list[dict]]:
+                    method: str = "components", object_mask_threshold: float = 0.8,
+                    overlap_threshold: float = 0.8) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """One image's outputs {"out" (C, H, W)[, "center" (1, H, W), "offset" (2, H, W)]} -> (semantic int64
     (H, W), segment ids int32 (H, W), segments).
 
-    With center and offset: Panoptic-DeepLab grouping; without (a semantic model): instances by `method`
+    With center and offset: Panoptic-DeepLab grouping; with per-query outputs (QUERY_KEYS of a
+    mask-classification model): Mask2Former's panoptic inference (object_mask_threshold, overlap_threshold;
+    segment score: its query's class probability); without either (a semantic model): instances by `method`
     ("components" or "watershed") on the argmax. Scores: see `panoptic_segments`.
     """
     things = [int(t) for t in things]
     probs = out["out"].float().softmax(0)
     semantic = class_argmax(probs)
+    if "query_logits" in out and "query_masks" in out:
+        ids, segments = panoptic_inference(out["query_logits"], out["query_masks"], things, object_mask_threshold,
+                                           overlap_threshold)
+        small = [s["id"] for s in segments if s["area"] < (min_thing_area if s["isthing"] else stuff_area)]
+        if small:  # segments under the area limits become void, as in the other two routes
+            ids = torch.where(torch.isin(ids, torch.tensor(small, dtype=ids.dtype, device=ids.device)), 0, ids)
+        segments = [{**s, "iscrowd": 0} for s in segments if s["id"] not in set(small)]
+        return semantic.cpu().numpy().astype(np.int64), ids.cpu().numpy(), segments
     if "center" in out and "offset" in out:
         pan = panoptic_segmentation(out["out"], out["center"], out["offset"], things, threshold, nms_kernel, top_k,
                                     stuff_area, min_thing_area)

@@ -1,4 +1,5 @@
-"""Panoptic-DeepLab's training loss (Cheng et al., arXiv 1911.10194, section 3.2)."""
+"""Panoptic training losses: Panoptic-DeepLab's (Cheng et al., arXiv 1911.10194, section 3.2), and the set
+criterion of mask-classification models (Mask2Former)."""
 from __future__ import annotations
 
 import torch
@@ -6,6 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixelwise.constants import IGNORE_INDEX
+from pixelwise.mask_classification import MaskClassificationLoss, segments_from_batch
+from pixelwise.tasks.semantic.loss import widen
 
 
 class PanopticLoss(nn.Module):
@@ -32,3 +35,17 @@ class PanopticLoss(nn.Module):
         center = ((out["center"].float() - targets["center"]) ** 2 * cw).sum() / cw.sum().clamp(min=1)
         offset = ((out["offset"].float() - targets["offset"]).abs() * ow).sum() / ow.sum().clamp(min=1)
         return pixel.mean() + self.center_weight * center + self.offset_weight * offset
+
+
+class PanopticMaskLoss(nn.Module):
+    """Mask classification on panoptic targets (Mask2Former, arXiv 2112.01527): every thing instance and every
+    stuff class region is one target segment for the set criterion (see `SemanticMaskLoss`). outputs
+    {"pred_logits", "pred_masks", "aux_outputs"}, targets {"semantic", "instances"} of PanopticTransform with
+    segments=True -> scalar."""
+
+    def __init__(self, num_classes: int, things):
+        super().__init__()
+        self.loss, self.things = MaskClassificationLoss(num_classes), [int(t) for t in things]
+
+    def forward(self, out: dict, targets: dict) -> torch.Tensor:
+        return self.loss(widen(out), segments_from_batch(targets["semantic"], targets["instances"], self.things))

@@ -111,11 +111,14 @@ class PanopticTransform:
     "semantic" int64 (H, W)). The semantic map and the instance-id map travel through the semantic preset
     stacked as one (2, H, W) mask, so every geometric op moves them together; pixels the preset fills with
     255 (padding, rotation corners) are void and belong to no instance. `targets`: options of
-    `panoptic_targets` (sigma, small_area, small_weight), from the model."""
+    `panoptic_targets` (sigma, small_area, small_weight), from the model. segments=True (a mask-classification
+    model): the targets are the semantic map and the instance-id map "instances" int64 (H, W) alone, the
+    segments the set criterion matches (no center or offset targets)."""
 
-    def __init__(self, data_cfg, things, targets: dict | None = None):
+    def __init__(self, data_cfg, things, targets: dict | None = None, segments: bool = False):
         self.base = build_transform(data_cfg, train=True)
         self.things, self.targets = [int(t) for t in things], dict(targets or {})
+        self.segments = segments
 
     def __call__(self, sample: Sample):
         h, w = sample.image.shape[:2]
@@ -128,6 +131,8 @@ class PanopticTransform:
                                        sample.meta))
         semantic, ids = maps[0], maps[1].clone()
         ids[semantic == IGNORE_INDEX] = 0
+        if self.segments:
+            return image, {"semantic": semantic, "instances": ids}
         targets = panoptic_targets(semantic, ids, **self.targets)
         targets["semantic"] = semantic
         return image, targets

@@ -18,11 +18,11 @@ from pixelwise.errors import ConfigError
 from pixelwise.rle import encode_each
 from pixelwise.tasks.base import Prediction, TaskBase, Training, prediction_files
 from pixelwise.tasks.panoptic.decode import panoptic_decode, thing_labels
-from pixelwise.tasks.panoptic.loss import PanopticLoss
+from pixelwise.tasks.panoptic.loss import PanopticLoss, PanopticMaskLoss
 from pixelwise.tasks.panoptic.metric import PanopticMetric
 from pixelwise.tasks.panoptic.targets import PanopticTransform, panoptic_collate, panoptic_truth
 from pixelwise.tasks.panoptic.writer import PanopticWriter, panoptic_overlay
-from pixelwise.tasks.semantic.task import b64, class_table, draw_semantic
+from pixelwise.tasks.semantic.task import b64, check_mask_classification, class_table, draw_semantic
 
 PANOPTIC_MODELS = frozenset({"panoptic_deeplab"})
 
@@ -32,7 +32,9 @@ class PanopticOptions:
     """Post-processing (Panoptic-DeepLab's defaults; a panoptic model's own settings override them):
     threshold / nms_kernel / top_k of the center heatmap, stuff regions under stuff_area pixels and thing
     instances under min_thing_area become void. method: how a semantic model's label map becomes
-    instances (components | watershed). category_ids: COCO ids of the classes in written JSON. max_dets:
+    instances (components | watershed). object_mask_threshold / overlap_threshold: a mask-classification
+    model's queries kept (class probability above it) and segments kept (share of a query's mask it wins),
+    Mask2Former's 0.8 / 0.8. category_ids: COCO ids of the classes in written JSON. max_dets:
     instances per image kept for mask AP (COCO's 100; crowded images such as nuclei need more)."""
 
     threshold: float = 0.1
@@ -41,6 +43,8 @@ class PanopticOptions:
     stuff_area: int = 2048
     min_thing_area: int = 1
     method: str = "components"
+    object_mask_threshold: float = 0.8
+    overlap_threshold: float = 0.8
     category_ids: list[int] | None = None
     max_dets: int = 100
 
@@ -59,7 +63,7 @@ class PanopticOptions:
 
     def postprocess(self) -> dict:
         return {k: getattr(self, k) for k in ("threshold", "nms_kernel", "top_k", "stuff_area", "min_thing_area",
-                                              "method")}
+                                              "method", "object_mask_threshold", "overlap_threshold")}
 
 
 def truth_instances(sample, things) -> tuple[tuple, np.ndarray, tuple]:
@@ -80,14 +84,20 @@ class PanopticTask(TaskBase):
     applies = frozenset({"tile", "tta", "crf"})
     formats = ("coco", "png")
     Options = PanopticOptions
+    reads_queries = True
     needs_things = True
 
     def training(self, data_cfg, train_cfg, model) -> Training:
         model = getattr(model, "module", model)
         name = getattr(model, "pixelwise_arch", {}).get("name")
+        if getattr(model, "mask_classification", False):
+            check_mask_classification(train_cfg, self.name)
+            return Training(PanopticTransform(data_cfg, self.things, segments=True), panoptic_collate,
+                            PanopticMaskLoss(self.num_classes, self.things))
         if name not in PANOPTIC_MODELS:
             raise ConfigError(f"config key 'task.name': the panoptic task trains a panoptic model "
-                              f"({', '.join(sorted(PANOPTIC_MODELS))}), got '{name}'")
+                              f"({', '.join(sorted(PANOPTIC_MODELS))}) or a mask-classification one (mask2former), "
+                              f"got '{name}'")
         if train_cfg.loss is not None:
             raise ConfigError("config key 'train.loss': the panoptic task trains with Panoptic-DeepLab's own loss "
                               "(semantic + center + offset); leave train.loss unset")

@@ -1,8 +1,11 @@
-"""The semantic training loss: the recipe's loss on the main head plus deep supervision of auxiliary heads."""
+"""The semantic training losses: the recipe's loss on the main head plus deep supervision of auxiliary heads;
+the set criterion for mask-classification models (Mask2Former)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from pixelwise.mask_classification import MaskClassificationLoss, segments_from_batch
 
 AUX_WEIGHT = 0.4  # weight of auxiliary (deep-supervision) heads, as in PSPNet/DeepLab references
 
@@ -20,3 +23,24 @@ class SemanticLoss(nn.Module):
             return self.loss(out["out"], target) + sum(self.aux_weight * self.loss(v, target)
                                                        for k, v in out.items() if k != "out")
         return self.loss(out, target)
+
+
+class SemanticMaskLoss(nn.Module):
+    """Mask classification on semantic targets (Mask2Former, arXiv 2112.01527, as the paper trains semantic
+    segmentation): every class present in an image is one target segment; the set criterion matches queries
+    to segments and scores classes (cross-entropy, "no object" down-weighted) and point-sampled masks (BCE +
+    Dice); void pixels cost nothing. outputs {"pred_logits", "pred_masks", "aux_outputs"}, target int64
+    (N, H, W) -> scalar."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.loss = MaskClassificationLoss(num_classes)
+
+    def forward(self, out: dict, target: torch.Tensor) -> torch.Tensor:
+        return self.loss(widen(out), segments_from_batch(target))
+
+
+def widen(out: dict) -> dict:
+    """Float32 copies of a mask-classification model's outputs (autocast leaves them in bf16)."""
+    return {"pred_logits": out["pred_logits"].float(), "pred_masks": out["pred_masks"].float(),
+            "aux_outputs": [widen(a) for a in out.get("aux_outputs") or []]}

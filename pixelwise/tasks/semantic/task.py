@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pixelwise.errors import ConfigError
 from pixelwise.fastops import class_argmax
 from pixelwise.data.io import index_png_bytes
 from pixelwise.data.transforms import build_transform, pad_collate
 from pixelwise.losses import build_loss
 from pixelwise.rle import per_class
 from pixelwise.tasks.base import Prediction, TaskBase, Training, require
-from pixelwise.tasks.semantic.loss import SemanticLoss
+from pixelwise.tasks.semantic.loss import SemanticLoss, SemanticMaskLoss
 from pixelwise.tasks.semantic.metric import SemanticMetric, image_miou
 from pixelwise.tasks.semantic.writer import SemanticWriter
 
@@ -42,6 +43,17 @@ def draw_semantic(labels: np.ndarray, image: np.ndarray, classes, palette, alpha
     return add_legend(out, classes, palette, np.unique(labels)) if legend else out
 
 
+def check_mask_classification(train_cfg, task: str) -> None:
+    """A mask-classification model (Mask2Former) trains with its own set criterion: a recipe's loss or class
+    weights cannot apply to it."""
+    if train_cfg.loss is not None:
+        raise ConfigError(f"config key 'train.loss': a mask-classification model trains with its own set criterion "
+                          f"under the {task} task (classes by cross-entropy, masks by BCE + Dice); leave it unset")
+    if train_cfg.class_weights is not None:
+        raise ConfigError("config key 'train.class_weights': a mask-classification model weighs segments, not "
+                          "pixels, and down-weights only 'no object'; leave it unset")
+
+
 class SemanticTask(TaskBase):
     """Semantic segmentation: targets int64 (H, W) with 255 = void; validated by mIoU."""
 
@@ -54,6 +66,9 @@ class SemanticTask(TaskBase):
     pointwise = True
 
     def training(self, data_cfg, train_cfg, model) -> Training:
+        if getattr(getattr(model, "module", model), "mask_classification", False):
+            check_mask_classification(train_cfg, self.name)
+            return Training(build_transform(data_cfg, train=True), pad_collate, SemanticMaskLoss(self.num_classes))
         return Training(build_transform(data_cfg, train=True), pad_collate,
                         SemanticLoss(build_loss(train_cfg, self.num_classes)))
 
