@@ -64,8 +64,16 @@ def step_loss(model, criterion, images, targets, dtype) -> torch.Tensor:
     return criterion(out, targets)
 
 
+AGREEMENT_SEED = 0  # every form's check pass draws the same dropout / drop-path masks and point samples
+
+
 def _gradient(model, criterion, images, targets, dtype) -> tuple[float, torch.Tensor]:
-    loss = step_loss(model, criterion, images, targets, dtype)
+    """(loss, flat gradient) of one pass, under a fixed seed: a model with dropout (SegFormer's, UPerNet's
+    head) or a loss that samples (Mask2Former's points) would otherwise differ from fp32 by its random draws
+    alone, and a low precision that agrees would be refused."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(AGREEMENT_SEED)
+        loss = step_loss(model, criterion, images, targets, dtype)
     loss.backward()
     grads = [p.grad.flatten().double() for p in model.parameters() if p.grad is not None]
     return loss.item(), torch.cat(grads)
@@ -115,7 +123,7 @@ def measure(model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.
         return {"chosen": "fp32", "ms": {}, "agreement": {}, "cached": False,
                 "why": "no bf16 instructions on this CPU"}
     key = measured.key(what="train.amp", arch=getattr(model, "pixelwise_arch", None), batch=list(images.shape),
-                       channels_last=channels_last, optimizer=optimizer_name)
+                       channels_last=channels_last, optimizer=optimizer_name, check="seeded")  # not the unseeded check's
     hit = measured.lookup(key)
     if hit is not None and hit.get("chosen") in names:
         return {**hit, "cached": True}
