@@ -14,6 +14,13 @@ Rows (random weights, 21 classes, weights=None / encoder_weights=None everywhere
     deeplabv3plus  smp DeepLabV3Plus(resnet50), rates 12/24/36      vs  pixelwise deeplabv3plus resnet50, same rates
 (pixelwise has no FCN-on-dilated-ResNet or LR-ASPP architecture; for those rows its Predictor runs
 torchvision's module, which is what a user would do.)
+Rows against transformers (`--rows segformer_b0,segformer_b2,upernet_convnext_t,mask2former_swin_t`): the
+transformers model at random init (SegformerForSemanticSegmentation B0 / B2, UperNetForSemanticSegmentation
+on ConvNeXt-T without its training-only auxiliary head, Mask2FormerForUniversalSegmentation on Swin-T) is
+saved, converted with `pixelwise convert`'s own code and loaded into pixelwise: the SAME weights on both
+sides. Its baseline is what a transformers user runs for a label map: the model, then the logits upsampled
+to the input (SegFormer, whose head is at 1/4) or the paper's semantic inference (Mask2Former: the query masks
+upsampled, then sum of class probability x mask probability), then the argmax.
 
 Each row runs in its own process. Timed: one forward of a (B, 3, 512, 512) batch of normalised synthetic
 street scenes plus the argmax, the three forms interleaved (baseline fp32 eager, pixelwise fp32 eager,
@@ -45,11 +52,69 @@ import time
 from pathlib import Path
 
 ROWS = ("deeplabv3", "fcn", "lraspp", "unet", "deeplabv3plus")
+TRANSFORMERS_ROWS = ("segformer_b0", "segformer_b2", "upernet_convnext_t", "mask2former_swin_t")
 NUM_CLASSES = 21
+
+
+def transformers_pair(row: str):
+    """(baseline name, transformers model as a label-map producer, pixelwise name, the converted pixelwise model)."""
+    import tempfile
+
+    import torch
+    import torch.nn.functional as F
+    import transformers as hf
+
+    from pixelwise.convert import convert, read_transformers_dir
+    from pixelwise.models import create_model
+    from pixelwise.models.segformer import VARIANTS
+
+    if row.startswith("segformer_"):
+        spec = VARIANTS[row.split("_")[1]]
+        model = hf.SegformerForSemanticSegmentation(hf.SegformerConfig(
+            num_labels=NUM_CLASSES, hidden_sizes=list(spec["widths"]), depths=list(spec["depths"]),
+            decoder_hidden_size=spec["decoder_dim"]))
+    elif row == "upernet_convnext_t":
+        model = hf.UperNetForSemanticSegmentation(hf.UperNetConfig(
+            backbone_config=hf.ConvNextConfig(depths=[3, 3, 9, 3], hidden_sizes=[96, 192, 384, 768],
+                                              out_features=["stage1", "stage2", "stage3", "stage4"]),
+            num_labels=NUM_CLASSES, use_auxiliary_head=False))
+    elif row == "mask2former_swin_t":
+        model = hf.Mask2FormerForUniversalSegmentation(hf.Mask2FormerConfig(
+            backbone_config=hf.SwinConfig(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,
+                                          out_features=["stage1", "stage2", "stage3", "stage4"]),
+            num_labels=NUM_CLASSES))
+    else:
+        raise SystemExit(f"unknown row {row!r}; rows: {', '.join(ROWS + TRANSFORMERS_ROWS)}")
+    model.eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        config, state, _ = read_transformers_dir(tmp)
+    converted = convert(config, state)
+    ours = create_model(converted.arch, converted.num_classes, **converted.kwargs)
+    ours.load_state_dict(converted.state, strict=True)
+
+    class LabelScores(torch.nn.Module):
+        """The transformers model as its user gets class scores at the input size."""
+
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            out = self.net(pixel_values=x)
+            if hasattr(out, "class_queries_logits"):
+                masks = F.interpolate(out.masks_queries_logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+                return torch.einsum("nqc,nqhw->nchw", out.class_queries_logits.softmax(-1)[..., :-1], masks.sigmoid())
+            return F.interpolate(out.logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    return (f"transformers {type(model).__name__.replace('ForSemanticSegmentation', '')} {row.split('_', 1)[1]}",
+            LabelScores(model), f"pixelwise {converted.arch}, same weights", ours)
 
 
 def build(row: str):
     """(baseline name, baseline module, pixelwise name, pixelwise module or None = baseline via fast path)."""
+    if row in TRANSFORMERS_ROWS:
+        return transformers_pair(row)
     import torchvision.models.segmentation as tvs
 
     from pixelwise.models import create_model
@@ -75,7 +140,7 @@ def build(row: str):
         return ("smp DeepLabV3Plus resnet50", smp.DeepLabV3Plus("resnet50", encoder_weights=None, classes=NUM_CLASSES),
                 "pixelwise deeplabv3plus r50", create_model("deeplabv3plus", NUM_CLASSES, encoder="resnet50",
                                                             rates=(12, 24, 36)))
-    raise SystemExit(f"unknown row {row!r}; rows: {', '.join(ROWS)}")
+    raise SystemExit(f"unknown row {row!r}; rows: {', '.join(ROWS + TRANSFORMERS_ROWS)}")
 
 
 def status_kb(key: str) -> int:
@@ -167,7 +232,9 @@ def run_row(args) -> dict:
     with torch.inference_mode():
         ref = out_of(ours_eager(xd)).float()
         got = predictor.logits(xd)
+        theirs = out_of(base(xd)).float() if args.row in TRANSFORMERS_ROWS else None
     agreement = (ref.argmax(1) == got.argmax(1)).float().mean().item()
+    vs_baseline = None if theirs is None else (theirs.argmax(1) == got.argmax(1)).float().mean().item()
     med = {k: statistics.median(v) for k, v in times.items()}
     from pixelwise.models.flops import count_gflops
 
@@ -175,7 +242,7 @@ def run_row(args) -> dict:
     return {"row": args.row, "batch": args.batch, "size": args.size, "baseline": base_name, "ours": ours_name,
             "precision": predictor.precision, "calibration": predictor.calibration, "setup_s": setup,
             "seconds": med, "all_seconds": times, "peak_extra_mb": mem, "agreement": agreement,
-            "ips": {k: args.batch / v for k, v in med.items()}, "gflop": gflop}
+            "ips": {k: args.batch / v for k, v in med.items()}, "gflop": gflop, "vs_baseline": vs_baseline}
 
 
 def matmul_peak(threads: int) -> dict[str, float]:
@@ -201,6 +268,8 @@ def table(results: list[dict], peak: dict[str, float] | None = None) -> str:
     ablation = any("fast_no_aspp" in r.get("ips", {}) for r in results)
     extra = (" fast without the ASPP swap: img/s | its / baseline |", "---|---|") if ablation else ("", "")
     extra = (extra[0] + (" fast GFLOP/s (share of the matmul peak) |" if peak else ""), extra[1] + ("---|" if peak else ""))
+    same = any(r.get("vs_baseline") is not None for r in results)  # same weights on both sides: their answers agree
+    extra = (extra[0] + (" fast's agreement with the baseline |" if same else ""), extra[1] + ("---|" if same else ""))
     lines = ["| row | batch | baseline | img/s | peak MB | pixelwise | precision | img/s fp32 eager | img/s fast "
              "| peak MB fast | fast / baseline | same, best runs | agreement vs own fp32 |" + extra[0],
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|" + extra[1]]
@@ -222,6 +291,8 @@ def table(results: list[dict], peak: dict[str, float] | None = None) -> str:
             rate = r["gflop"] * ips["fast"] / r["batch"]
             roof = peak.get(r["precision"])
             line += f" {rate:.0f} ({rate / roof:.0%}) |" if roof else f" {rate:.0f} |"
+        if same:
+            line += f" {r['vs_baseline']:.4%} |" if r.get("vs_baseline") is not None else " |"
         lines.append(line)
     return "\n".join(lines)
 
@@ -291,7 +362,8 @@ def main() -> None:
     wall = time.perf_counter() - start
     command = "python benchmarks/inference_cpu.py " + " ".join(sys.argv[1:])
     load = os.getloadavg()
-    header = (f"\n## Inference speed vs torchvision / smp ({args.device}, {args.size}x{args.size})\n\n"
+    peers = "transformers" if all(r in TRANSFORMERS_ROWS for r in rows) else "torchvision / smp"
+    header = (f"\n## Inference speed vs {peers} ({args.device}, {args.size}x{args.size})\n\n"
               f"From `benchmarks/inference_cpu.py` (see its docstring for what is timed). CPU: {describe_cpu()} "
               f"(2 logical cores here, shared with other jobs: load average {load[0]:.1f} at the end of the run). "
               f"torch {torch.__version__}. Date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC. "

@@ -1,6 +1,6 @@
 """Parameters, GFLOPs and CPU latency of every registered architecture at its paper configuration.
 
-    python benchmarks/model_latency.py [--size 512] [--threads 2] [--repeats 3]
+    python benchmarks/model_latency.py [--size 512] [--threads 2] [--repeats 3] [--models segformer,upernet]
 
 Latency: one 3x512x512 image (batch 1), fp32 eager, eval mode, torch.inference_mode, median of
 `--repeats` runs after one warm-up. Prints a Markdown table and appends it to benchmarks/RESULTS.md.
@@ -25,10 +25,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--classes", type=int, default=21)
+    ap.add_argument("--models", default=None, help="comma-separated names (default: every registered one)")
     args = ap.parse_args()
+    names = args.models.split(",") if args.models else list_models()
+    unknown = sorted(set(names) - set(list_models()))
+    if unknown:
+        ap.error(f"--models: unknown {', '.join(unknown)}")
     torch.set_num_threads(args.threads)
     rows = []
-    for name in list_models():
+    for name in names:
         info = model_info(name, num_classes=args.classes, size=args.size)
         model = create_model(name, args.classes).eval()
         x = torch.randn(1, 3, args.size, args.size)
@@ -50,7 +55,7 @@ def main() -> None:
     with open(Path(__file__).resolve().parent / "RESULTS.md", "a") as f:
         f.write(f"\n## Architectures at {args.size}x{args.size}, {args.classes} classes ({datetime.date.today()})\n\n"
                 f"Machine: {describe_cpu()}. Command: `python benchmarks/model_latency.py --size {args.size} "
-                f"--threads {args.threads}`. Latency: batch 1, fp32 eager, median of {args.repeats}.\n\n{table}\n")
+                f"--threads {args.threads}" + (f" --models {args.models}" if args.models else "") + "`. Latency: batch 1, fp32 eager, median of {args.repeats}.\n\n{table}\n")
 
 
 if __name__ == "__main__":

@@ -82,6 +82,10 @@ def export_onnx(model_dir: str | Path, path: str | Path, opset: int = 17, check:
     except ImportError:
         raise PixelwiseError("ONNX export needs the 'onnx' package: pip install 'pixelwise[export]'") from None
     model = load_model(model_dir, device="cpu")
+    why = getattr(model, "onnx_unsupported", None)  # an architecture that says it cannot be traced for all sizes
+    if why:
+        raise PixelwiseError(f"{resolve_model_dir(model_dir)}: ONNX export of {model.pixelwise_arch['name']} is not "
+                             f"supported: {why}")
     config = model.pixelwise_config
     pre = config.get("preprocessing", {})
     mean, std = pre.get("mean", IMAGENET_MEAN), pre.get("std", IMAGENET_STD)

@@ -239,3 +239,20 @@ def test_panoptic_and_instance_tasks_decode_per_query_outputs():
     assert [s["category_id"] for s in segments] == [0] and (ids[4:, 4:] == 0).all()
     instance = build_task("instance", ["ground", "cell"], things=[1], options={"stuff_area": 0})
     assert instance.decode(outputs).instances[1].tolist() == [1, 1]
+
+
+def test_onnx_export_is_refused_in_one_line(tmp_path, capsys):
+    """The tracer would fix the deformable attention's grid at one size: export says so instead of writing a
+    graph that fails at every other size."""
+    import pixelwise as pw
+    from pixelwise.cli import main
+
+    model = pw.create_model("mask2former", 3, encoder="resnet18", hidden_dim=32, num_queries=4, decoder_layers=1,
+                            encoder_layers=1, dim_feedforward=32, num_heads=4)
+    pw.save_model(model, tmp_path / "m", classes=["a", "b", "c"])
+    with pytest.raises(SystemExit) as exc:
+        main(["export", str(tmp_path / "m"), "--onnx", str(tmp_path / "m.onnx")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "ONNX export of mask2former is not supported" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m.onnx").exists()

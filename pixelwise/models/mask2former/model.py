@@ -49,6 +49,9 @@ class Mask2Former(nn.Module):
     """
 
     mask_classification = True
+    # the deformable attention's reference points and level shapes are traced as constants of one input size
+    onnx_unsupported = ("the deformable attention's sampling grid depends on the input size, which the ONNX "
+                        "tracer fixes at one size; run it with pixelwise predict / serve instead")
 
     def __init__(self, backbone: Backbone, pixel_decoder: PixelDecoder, transformer_decoder: TransformerDecoder,
                  num_classes: int, num_queries: int, encoder_name: str):
