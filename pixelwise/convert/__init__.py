@@ -26,7 +26,6 @@ CONVERTERS: dict[str, Callable[[dict, dict], Converted]] = {
     "UperNetForSemanticSegmentation": upernet.from_transformers,
     "Mask2FormerForUniversalSegmentation": mask2former.from_transformers,
 }
-TASK_OF = {"segformer": "semantic", "upernet": "semantic", "mask2former": "semantic"}
 SOURCES = ("transformers",)
 
 __all__ = ["CONVERTERS", "Converted", "convert", "convert_transformers", "read_transformers_dir"]
@@ -120,7 +119,7 @@ def convert_transformers(directory: str | Path, out: str | Path, task: str | Non
     directory = Path(directory)
     config, state, pre = read_transformers_dir(directory)
     converted = convert(config, state, where=str(directory / "config.json"))
-    task = task or TASK_OF.get(converted.arch, "semantic")
+    task = task or "semantic"
     things = sorted({int(t) for t in (things or [])})
     if task not in ("semantic", "panoptic"):
         raise ModelError(f"task: a converted model answers the semantic or the panoptic task, not {task!r}")

@@ -174,7 +174,8 @@ def _as_dict(out) -> Outputs:
 class Predictor:
     """Runs a segmentation model on images. Build it with `Predictor.from_dir(directory)`.
 
-    model: an nn.Module (its fast-path copy is what runs; the module given is left as it is) or a
+    model: an nn.Module (its fast-path copy is what runs; the module given is left as it is, but for a
+    mask-classification model's `query_outputs` flag, set to whether the task reads its queries) or a
     `pixelwise.inference.onnx.OnnxModel`. config: the model's config.json (classes, palette,
     preprocessing, task). tile: None or the tile size in input-image pixels (with a config `resize`,
     tiles are resized with the image); overlap: fraction of a tile; tta: None, "flip", scales or a mix

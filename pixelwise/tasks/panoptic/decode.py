@@ -52,10 +52,10 @@ def panoptic_decode(out: dict[str, torch.Tensor], things, threshold: float = 0.1
     if "query_logits" in out and "query_masks" in out:
         ids, segments = panoptic_inference(out["query_logits"], out["query_masks"], things, object_mask_threshold,
                                            overlap_threshold)
-        small = [s["id"] for s in segments if s["area"] < (min_thing_area if s["isthing"] else stuff_area)]
+        small = {s["id"] for s in segments if s["area"] < (min_thing_area if s["isthing"] else stuff_area)}
         if small:  # segments under the area limits become void, as in the other two routes
-            ids = torch.where(torch.isin(ids, torch.tensor(small, dtype=ids.dtype, device=ids.device)), 0, ids)
-        segments = [{**s, "iscrowd": 0} for s in segments if s["id"] not in set(small)]
+            ids = torch.where(torch.isin(ids, torch.tensor(sorted(small), dtype=ids.dtype, device=ids.device)), 0, ids)
+        segments = [{**s, "iscrowd": 0} for s in segments if s["id"] not in small]
         return semantic.cpu().numpy().astype(np.int64), ids.cpu().numpy(), segments
     if "center" in out and "offset" in out:
         pan = panoptic_segmentation(out["out"], out["center"], out["offset"], things, threshold, nms_kernel, top_k,
