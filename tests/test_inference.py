@@ -153,8 +153,9 @@ def test_tta_means_the_augmented_logits():
     half = F.interpolate(p.logits(F.interpolate(x, size=(20, 26), mode="bilinear", align_corners=False)),
                          size=(40, 52), mode="bilinear", align_corners=False)
     torch.testing.assert_close(fp32(model, tta=[0.5, 1]).logits(x), (half + p.logits(x)) / 2, atol=1e-5, rtol=1e-5)
-    assert parse_tta("flip,0.75,1,1.25") == (True, (0.75, 1.0, 1.25))
-    assert parse_tta(None) == (False, (1.0,)) and parse_tta([0.5]) == (False, (0.5,))
+    assert parse_tta("flip,0.75,1,1.25") == (("", "h"), (0.75, 1.0, 1.25))
+    assert parse_tta(None) == (("",), (1.0,)) and parse_tta([0.5]) == (("",), (0.5,))
+    assert parse_tta("flip,d4")[0] == parse_tta("d4")[0] and len(set(parse_tta("d4")[0])) == 8
     with pytest.raises(PixelwiseError, match="flip"):
         parse_tta("flop")
 
@@ -170,6 +171,54 @@ def test_tta_flip_negates_horizontal_offsets():
     assert torch.all(out["offset"] == 0)
     out = with_tta(right, scales=[0.5])(torch.randn(1, 3, 8, 8))
     assert torch.allclose(out["offset"][:, 1], torch.full((1, 8, 8), 2.0))  # half-size pixels count double
+
+
+def test_d4_views_are_the_eight_symmetries_and_map_back():
+    from pixelwise.inference.tta import spell_tta, view_of, with_tta
+
+    x = torch.arange(2 * 12.0).view(1, 2, 3, 4)
+    def key(t):
+        return tuple(t.flatten().tolist()), tuple(t.shape)
+
+    seen = {key(view_of(x, v)) for v in parse_tta("d4")[0]}
+    rotations = {key(torch.rot90(f, k, (-2, -1))) for f in (x, x.flip(-1)) for k in range(4)}
+    assert seen == rotations  # the dihedral group of the rectangle's square, nothing repeated
+    # an equivariant map (identity of the input) comes back unchanged through every view
+    out = with_tta(lambda t: t * 1.0, *parse_tta("d4"))(x)
+    torch.testing.assert_close(out, x)
+    # the mean over d4 of a non-symmetric function is its average over the 8 rotated/flipped inputs
+    weight = torch.randn(2, 2, 3, 3)
+
+    def conv(t):
+        return F.conv2d(t, weight, padding=1)
+
+    manual = sum(torch.rot90(conv(torch.rot90(f, k, (-2, -1))), -k, (-2, -1)).flip(-1) if flipped else
+                 torch.rot90(conv(torch.rot90(f, k, (-2, -1))), -k, (-2, -1))
+                 for flipped, f in ((False, x), (True, x.flip(-1))) for k in range(4)) / 8
+    torch.testing.assert_close(with_tta(conv, *parse_tta("d4"))(x), manual, atol=1e-4, rtol=1e-4)
+    for spec in ("none", "flip", "flips", "d4", "d4,0.75,1,1.25", "0.5,1"):
+        assert spell_tta(*parse_tta(spec)) == spec
+
+
+def test_d4_moves_offset_vectors_with_the_pixels():
+    from pixelwise.inference.tta import with_tta
+
+    def to_centre(x):  # every pixel's vector points at the image centre: a rotation/flip-covariant field
+        n, _, h, w = x.shape
+        yy = torch.arange(h, dtype=torch.float32)[:, None].expand(h, w)
+        xx = torch.arange(w, dtype=torch.float32)[None, :].expand(h, w)
+        offset = torch.stack([(h - 1) / 2 - yy, (w - 1) / 2 - xx])[None].expand(n, 2, h, w)
+        return {"out": x[:, :1], "offset": offset}
+
+    x = torch.randn(1, 3, 6, 10)
+    out = with_tta(to_centre, *parse_tta("d4"))(x)
+    torch.testing.assert_close(out["offset"], to_centre(x)["offset"])
+
+    def right(x):  # not covariant: averaged over d4 the vectors cancel
+        n, _, h, w = x.shape
+        return {"out": x[:, :1], "offset": torch.stack([torch.zeros(n, h, w), torch.ones(n, h, w)], 1)}
+
+    assert torch.allclose(with_tta(right, *parse_tta("d4"))(torch.randn(1, 3, 8, 8))["offset"], torch.zeros(1, 2, 8, 8))
 
 
 def test_fold_batchnorm_keeps_outputs_and_leaves_the_model_alone():
@@ -380,7 +429,7 @@ def model_dir(tmp_path_factory):
 
 def test_from_dir_options_and_describe(model_dir):
     p = Predictor.from_dir(model_dir, device="cpu", precision="fp32", tile=64, overlap=0.5, tta="flip")
-    assert p.tile == 64 and p.tta == (True, (1.0,)) and "tile 64" in p.describe()
+    assert p.tile == 64 and p.tta == (("", "h"), (1.0,)) and "tile 64" in p.describe()
     assert p.predict(image(100, 130)).semantic.shape == (100, 130)
     with pytest.raises(PixelwiseError, match="overlap"):
         Predictor.from_dir(model_dir, device="cpu", overlap=1.5)

@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pixelwise.constants import IGNORE_INDEX  # noqa: F401  (the void label this module's docstrings name)
-
 
 @dataclass
 class Instances:

@@ -48,7 +48,7 @@ from pixelwise.errors import ConfigError, PixelwiseError
 from pixelwise.hardware import release_freed_memory
 from pixelwise.inference import sliding
 from pixelwise.inference.fastpath import fold_batchnorm, prepare_model
-from pixelwise.inference.tta import parse_tta, resize_outputs, with_tta
+from pixelwise.inference.tta import parse_tta, resize_outputs, spell_tta, with_tta
 from pixelwise.modeldir import training_set
 from pixelwise.precision import DTYPES, resolve_precision
 from pixelwise.tasks import Prediction, TaskBase, task_for_model
@@ -289,7 +289,7 @@ class Predictor:
 
     def _asked(self) -> dict[str, bool]:
         """Which inference options this Predictor uses (each task says which it can honour)."""
-        return {"tile": self.tile is not None, "tta": self.tta != (False, (1.0,)), "crf": self.crf is not None}
+        return {"tile": self.tile is not None, "tta": self.tta != parse_tta(None), "crf": self.crf is not None}
 
     @property
     def classes(self) -> list[str]:
@@ -530,7 +530,6 @@ class Predictor:
             timed = ", ".join(f"{k} {v:.1f} ms" for k, v in choice["ms"].items())
             cal += f" [auto: {timed} at {choice['size']}px{', cached' if choice.get('cached') else ''}]"
         tile = f", tile {self.tile} overlap {self.overlap:g} {self.blend}" if self.tile else ""
-        flip, scales = self.tta
-        tta = f", TTA flip={flip} scales={list(scales)}" if flip or scales != (1.0,) else ""
+        tta = f", TTA {spell_tta(*self.tta)}" if self._asked()["tta"] else ""
         crf = ", dense CRF" if self.crf is not None else ""
         return f"{self.task.name} task, {backend} on {self.device}, {self.precision}{cal}{tile}{tta}{crf}"
