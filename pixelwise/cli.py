@@ -134,8 +134,9 @@ def inference_options(fn):
                      help="Run images larger than this many pixels as overlapping tiles (bounded memory)."),
         click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.25, show_default=True,
                      help="Tile overlap, as a fraction of a tile."),
-        click.option("--tta", default=None, help="Test-time augmentation: flip (horizontal), flips (both), d4 (flips and 90-degree rotations) "
-                                                    "and/or scales, e.g. flip,0.75,1,1.25."),
+        click.option("--tta", default=None,
+                     help="Test-time augmentation: flip (horizontal), flips (both), d4 (flips and 90-degree "
+                          "rotations) and/or scales, e.g. flip,0.75,1,1.25."),
         click.option("--crf", default="none", show_default=True,
                      type=click.Choice(["none", "default", "deeplab_v1", "deeplab_v2"]),
                      help="Refine with the dense CRF (Kraehenbuehl & Koltun): a parameter preset."),

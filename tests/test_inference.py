@@ -167,7 +167,7 @@ def test_tta_flip_negates_horizontal_offsets():
         n, _, h, w = x.shape
         return {"out": x[:, :1], "offset": torch.stack([torch.zeros(n, h, w), torch.ones(n, h, w)], 1)}
 
-    out = with_tta(right, flip=True)(torch.randn(2, 3, 8, 8))
+    out = with_tta(right, *parse_tta("flip"))(torch.randn(2, 3, 8, 8))
     assert torch.all(out["offset"] == 0)
     out = with_tta(right, scales=[0.5])(torch.randn(1, 3, 8, 8))
     assert torch.allclose(out["offset"][:, 1], torch.full((1, 8, 8), 2.0))  # half-size pixels count double

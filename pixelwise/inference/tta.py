@@ -34,7 +34,7 @@ VIEW_SETS = {"flip": ("", "h"), "flips": ("", "h", "v", "hv"), "d4": ("", "h", "
 
 def parse_tta(spec) -> tuple[tuple[str, ...], tuple[float, ...]]:
     """None | "flip" | "flips" | "d4" | "flip,0.75,1.25" | [scales...] | ["flip", 0.75, ...] -> (views, scales);
-    "none" or None: ((""), (1.0,)). Of several view sets the largest is kept (each contains the smaller)."""
+    "none" or None: (("",), (1.0,)). Of several view sets the largest is kept (each contains the smaller)."""
     if spec is None or spec is False or spec == "" or spec == "none":
         return IDENTITY, (1.0,)
     items = spec.split(",") if isinstance(spec, str) else list(spec) if isinstance(spec, Sequence) else [spec]
@@ -85,8 +85,10 @@ def _op(v: torch.Tensor, op: str, offset: bool = False) -> torch.Tensor:
     if op == "v":
         v = v.flip(-2)
         return torch.cat([-v[:, :1], v[:, 1:]], 1) if offset else v
-    v = v.transpose(-2, -1)
-    return torch.cat([v[:, 1:2], v[:, :1], v[:, 2:]], 1) if offset else v
+    if op == "t":
+        v = v.transpose(-2, -1)
+        return torch.cat([v[:, 1:2], v[:, :1], v[:, 2:]], 1) if offset else v
+    raise ValueError(f"tta: unknown view op {op!r} (one of 't', 'h', 'v')")
 
 
 def view_of(x: torch.Tensor, view: str) -> torch.Tensor:
@@ -126,15 +128,15 @@ def _add(total: Output | None, out: Output) -> Output:
     return total + out
 
 
-def with_tta(run: Callable[[torch.Tensor], Output], views: Sequence[str] | bool = IDENTITY,
-             scales: Sequence[float] = (1.0,), flip: bool = False) -> Callable[[torch.Tensor], Output]:
+def with_tta(run: Callable[[torch.Tensor], Output], views: Sequence[str] = IDENTITY,
+             scales: Sequence[float] = (1.0,)) -> Callable[[torch.Tensor], Output]:
     """images (N, C, H, W) -> the mean of run's logits over scales x views, each mapped back and resized to
-    (H, W). views: view strings (see the module docstring), or True for ("", "h"); flip=True is the same.
+    (H, W). views: view strings (see the module docstring), as `parse_tta` gives them.
 
-    Views run two to a batch (a view and its horizontal flip: one call per pair and scale).
+    Views run two to a batch where both have the same shape (a view and its horizontal flip: one call per
+    pair and scale); a transposed and an untransposed view of a non-square image run apart.
     """
-    views = VIEW_SETS["flip"] if views is True or flip else IDENTITY if views is False else tuple(views)
-    scales = tuple(scales)
+    views, scales = tuple(views), tuple(scales)
     if views == IDENTITY and scales == (1.0,):
         return run
     pairs = [views[i:i + 2] for i in range(0, len(views), 2)]
@@ -146,7 +148,7 @@ def with_tta(run: Callable[[torch.Tensor], Output], views: Sequence[str] | bool 
             xs = x if s == 1 else F.interpolate(x, size=(max(1, round(h * s)), max(1, round(w * s))),
                                                 mode="bilinear", align_corners=False)
             for pair in pairs:
-                if len(pair) == 2 and view_of(xs[:1, :1], pair[0]).shape == view_of(xs[:1, :1], pair[1]).shape:
+                if len(pair) == 2 and (h == w or pair[0].count("t") % 2 == pair[1].count("t") % 2):
                     first, second = _split(run(torch.cat([view_of(xs, pair[0]), view_of(xs, pair[1])])), n)
                     outs = [(first, pair[0]), (second, pair[1])]
                 else:
