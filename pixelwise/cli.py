@@ -136,10 +136,12 @@ def inference_options(fn):
                      help="Tile overlap, as a fraction of a tile."),
         click.option("--tta", default=None,
                      help="Test-time augmentation: flip (horizontal), flips (both), d4 (flips and 90-degree "
-                          "rotations) and/or scales, e.g. flip,0.75,1,1.25."),
-        click.option("--crf", default="none", show_default=True,
+                          "rotations) and/or scales, e.g. flip,0.75,1,1.25; none: off. Default: the model's "
+                          "stored setting (`pixelwise tune`, a recipe's infer: section), else none."),
+        click.option("--crf", default=None,
                      type=click.Choice(["none", "default", "deeplab_v1", "deeplab_v2"]),
-                     help="Refine with the dense CRF (Kraehenbuehl & Koltun): a parameter preset."),
+                     help="Refine with the dense CRF (Kraehenbuehl & Koltun): a parameter preset; none: off. "
+                          "Default: the model's stored setting, else none."),
         click.option("--task-option", "task_options", multiple=True,
                      help="KEY=VALUE option of the task, e.g. top_k=1000 or stuff_area=64 (panoptic), threshold=0.4 "
                           "(multilabel); over the model's own settings."),
@@ -178,8 +180,11 @@ def build_predictor(model_dir: str, task: str | None, method: str | None, device
             raise click.UsageError(f"--method does not apply to the {name} task (it turns a semantic model's label "
                                    "map into instances: --task panoptic or --task instance)")
         options["method"] = method
-    return Predictor.from_dir(model_dir, device=device, precision=precision, tile=tile, overlap=overlap, tta=tta,
-                              crf=crf, task=task, task_options=options)
+    from pixelwise.inference.predictor import STORED
+
+    return Predictor.from_dir(model_dir, device=device, precision=precision, tile=tile, overlap=overlap,
+                              tta=STORED if tta is None else tta, crf=STORED if crf is None else crf, task=task,
+                              task_options=options)
 
 
 @cli.command("eval")
@@ -209,7 +214,7 @@ def eval_cmd(ctx: click.Context, model_dir: str | None, task_name: str | None, p
              images_dir: str | None, method: str | None, spec: str, split: str, json_out: str | None,
              report_dir: str | None, device: str | None, classic_method: str | None, params: tuple[str, ...],
              data_options: tuple[str, ...], precision: str, tile: int | None, overlap: float, tta: str | None,
-             crf: str, task_options: tuple[str, ...]) -> None:
+             crf: str | None, task_options: tuple[str, ...]) -> None:
     """Score a saved model on a dataset split (or predictions made elsewhere, --pred, or a classical
     method, --classic); prints the task's table."""
     if classic_method:
@@ -322,7 +327,7 @@ def expand_images(items: tuple[str, ...]) -> list[Path]:
 @inference_options
 def predict(model_dir: str, images: tuple[str, ...], out: str, overlay: bool,
             task_name: str | None, method: str | None, formats: tuple[str, ...], overwrite: bool, workers: int,
-            device: str | None, precision: str, tile: int | None, overlap: float, tta: str | None, crf: str,
+            device: str | None, precision: str, tile: int | None, overlap: float, tta: str | None, crf: str | None,
             task_options: tuple[str, ...]) -> None:
     """Predict images, folders or globs into --out, in the task's formats (and overlays); resumable."""
     from pixelwise.inference.batch import predict_files
@@ -380,6 +385,41 @@ def export(model_dir: str, onnx_path: str, opset: int, check: bool, int8: bool, 
         click.echo(f"onnxruntime vs torch, input {'x'.join(map(str, c['shape']))}: max abs logit diff "
                    f"{c['max_abs_diff']:.3g} (logits up to {c['max_abs_logit']:.3g}), agreement "
                    f"{c['agreement']:.4%}")
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path())
+@click.option("--data", "spec", default=None, help="Dataset as FORMAT:ROOT (default: the model's own training set).")
+@click.option("--split", default=None, help="The split to score on (default: the model's recipe's val split).")
+@click.option("--tta", "ttas", multiple=True, help="A TTA candidate (repeat for several; the plain pass is always "
+              "scored too); default: flip and flip,0.75,1,1.25.")
+@click.option("--crf", "crfs", multiple=True, type=click.Choice(["none", "default", "deeplab_v1", "deeplab_v2"]),
+              help="A dense-CRF candidate (repeat for several); default: none.")
+@click.option("--min-gain", default=0.002, show_default=True, type=click.FloatRange(0, 1),
+              help="A candidate is kept over a cheaper one only if its score (mIoU, PQ) is higher by this much.")
+@click.option("--images", default=None, type=click.IntRange(min=1), help="Score this many images, evenly spread.")
+@click.option("--dry-run", is_flag=True, help="Score and print; leave the model's stored setting as it is.")
+@click.option("--device", default=None)
+@click.option("--data-option", "data_options", multiple=True, help="KEY=VALUE reader option (as for eval).")
+def tune(model_dir: str, spec: str | None, split: str | None, ttas: tuple[str, ...], crfs: tuple[str, ...],
+         min_gain: float, images: int | None, dry_run: bool, device: str | None, data_options: tuple[str, ...]) -> None:
+    """Measure TTA and CRF candidates on val and store the one that pays in the model directory (config.json
+    "inference"): predict, eval and serve then use it unless given --tta / --crf (none: off)."""
+    from pixelwise.data.formats import open_dataset
+    from pixelwise.engine import tune as tuning
+    from pixelwise.modeldir import read_model_config
+
+    config = read_model_config(model_dir)
+    spec = spec or config.get("dataset")
+    if not isinstance(spec, str) or ":" not in spec:
+        raise click.UsageError(f"{model_dir}: its config.json names no training set: give --data FORMAT:ROOT")
+    split = split or ((config.get("recipe") or {}).get("data") or {}).get("val_split") or "val"
+    dataset = open_dataset(spec, split, **reader_options(model_dir, spec, data_options))
+    result = tuning.tune(model_dir, dataset, ttas or ("flip", "flip,0.75,1,1.25"), crfs or ("none",), min_gain,
+                         images, device=device, store=not dry_run, log=click.echo)
+    click.echo(tuning.summary(result))
+    click.echo("(dry run: nothing stored)" if dry_run else f"stored in {model_dir}: tta {result['tta']}, "
+               f"crf {result['crf']}")
 
 
 @cli.command()

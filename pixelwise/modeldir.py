@@ -198,6 +198,29 @@ def check_model_config(config, path) -> None:
         bad("task", "must be a task name")
     if not isinstance(config.get("task_options", {}), (dict, type(None))):
         bad("task_options", "must be a mapping")
+    inference = config.get("inference", {})
+    if not isinstance(inference, (dict, type(None))):
+        bad("inference", "must be a mapping with tta and crf")
+    for key in ("tta", "crf"):
+        if not isinstance((inference or {}).get(key), (str, type(None))):
+            bad(f"inference.{key}", f"must be a spelling such as 'flip' or 'none', got {(inference or {})[key]!r}")
+
+
+def store_inference(directory: str | Path, setting: dict) -> Path:
+    """Write `setting` ({"tta": spelling, "crf": preset or "none", "tuned": the scores it was chosen by}) as
+    config.json "inference" of a model directory, atomically (a new file swapped in: a kill leaves the old
+    config or the new one, never half of one). The Predictor uses it when it is not told otherwise."""
+    import os
+
+    directory = resolve_model_dir(directory)
+    path = directory / CONFIG_NAME
+    config = read_model_config(directory)
+    config["inference"] = setting
+    check_model_config(config, path)
+    tmp = path.with_name(f".{CONFIG_NAME}.tmp")
+    tmp.write_text(json.dumps(config, indent=2))
+    os.replace(tmp, path)
+    return path
 
 
 def read_weights(directory: str | Path) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ from conftest import run_cli, shared_dataset
 from pixelwise.config import load_config
 from pixelwise.data.formats import FORMATS
 from pixelwise.demo import demo_config
+from pixelwise.engine import tune
 from pixelwise.engine.trainer import model_kwargs
 from pixelwise.modeldir import read_model_config
 from pixelwise.models import create_model
@@ -60,3 +61,9 @@ def test_dataset_recipe_trains_on_real_data(recipe, data, overrides, mean, tmp_p
     saved = read_model_config(out / "best")
     assert saved["preprocessing"]["mean"] == pytest.approx(mean)
     assert "ema" in saved or load_config(ROOT / "configs" / recipe).train.ema == 0
+    infer = load_config(ROOT / "configs" / recipe).infer  # the recipe's TTA / CRF candidates, scored on val
+    if tune.wants_tuning(infer.tta, infer.crf):
+        tuned = saved["inference"]["tuned"]
+        ttas, crfs = tune.check_candidates(infer.tta, infer.crf)
+        assert len(tuned["candidates"]) == len(ttas) * len(crfs)
+        assert "inference setting:" in stdout

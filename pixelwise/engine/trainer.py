@@ -29,6 +29,7 @@ from pixelwise.data.dataset import TransformedDataset
 from pixelwise.data.formats import open_dataset
 from pixelwise.engine import autoamp, autocompile
 from pixelwise.engine import checkpoint as ckpt
+from pixelwise.engine import tune
 from pixelwise.engine import distributed as ddp
 from pixelwise.engine.ema import ModelEMA
 from pixelwise.engine.evaluate import run_evaluation
@@ -57,6 +58,7 @@ class TrainResult:
     last_val: dict | None
     best_key: str = "miou"
     best_val: dict | None = None
+    inference: dict | None = None  # the stored inference setting measured after training (engine.tune)
 
     @property
     def best_miou(self) -> float:
@@ -382,6 +384,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
     _check_run_dir(out, resume)
     if info.main and not resume:
         _start_fresh(out)
+    tune.check_candidates(cfg.infer.tta, cfg.infer.crf)  # a typo in infer: stops here, not after training
     seed_everything(tc.seed + info.rank, tc.deterministic)
     run = _setup(cfg, out, info)
     cfg = run.cfg  # with the normalisation resolved
@@ -427,10 +430,17 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
             break
     if run.best_epoch < 0 and info.main:  # no validation split: the last model is the best we know
         _save(run, out / "best", epoch + 1, with_metrics=False)
+    result = None
+    if info.main and run.val_ds is not None and run.best_epoch > 0 and tune.wants_tuning(cfg.infer.tta, cfg.infer.crf):
+        say = tqdm.write if progress else (lambda line: None)
+        say(f"measuring the inference setting on {run.val_ds.name} (infer: tta {cfg.infer.tta}, crf {cfg.infer.crf})")
+        result = tune.tune(out / "best", run.val_ds, cfg.infer.tta, cfg.infer.crf, cfg.infer.min_gain,
+                           cfg.infer.images, device=str(run.info.device), log=say)
+        say(tune.summary(result))
     ddp.barrier()
     best = run.best if run.best is not None else float("nan")
     return TrainResult(out, best, run.best_epoch, epoch + 1, time.time() - t_start, last_val,
-                       run.task.best_key, run.best_val)
+                       run.task.best_key, run.best_val, result)
 
 
 class _Clock:

@@ -55,6 +55,7 @@ from pixelwise.tasks import Prediction, TaskBase, task_for_model
 
 MIN_AGREEMENT = 0.995  # low precision is trusted when its answer matches fp32's on this share of pixels
 CALIBRATION_SIZE = 256
+STORED = "stored"  # tta / crf: the model's own setting (config.json "inference"), none where it stores none
 CRF_PRESETS = ("default", "deeplab_v1", "deeplab_v2")
 ONE_PASS_PIXELS = 4096 * 4096  # an image larger than this, given no tile size, runs as AUTO_TILE-px tiles
 AUTO_TILE = 1024
@@ -179,15 +180,17 @@ class Predictor:
     `pixelwise.inference.onnx.OnnxModel`. config: the model's config.json (classes, palette,
     preprocessing, task). tile: None or the tile size in input-image pixels (with a config `resize`,
     tiles are resized with the image); overlap: fraction of a tile; tta: None, "flip", scales or a mix
-    (see `parse_tta`); blend: "gaussian" or "linear"; tile_batch: tiles per forward call (None: as many as
-    make about a megapixel, at least one); crf: None or a preset / CRFConfig; task: None (the model's
+    (see `parse_tta`), or STORED (the default: the model's stored setting, config.json "inference", which
+    `pixelwise tune` and a recipe's `infer:` section write; none when it stores none); blend: "gaussian"
+    or "linear"; tile_batch: tiles per forward call (None: as many as make about a megapixel, at least
+    one); crf: None, a preset / CRFConfig or STORED; task: None (the model's
     own), a task name or a Task object; task_options: the task's options (e.g. {"method": "watershed"});
     fastpath=False runs the module itself in fp32 (validation during training).
     """
 
     def __init__(self, model, config: dict, device: str | torch.device = "cpu", precision: str = "fp32",
-                 tile: int | None = None, overlap: float = 0.25, tta=None, blend: str = "gaussian",
-                 tile_batch: int | None = None, calibrate: bool = True, crf=None, task=None,
+                 tile: int | None = None, overlap: float = 0.25, tta=STORED, blend: str = "gaussian",
+                 tile_batch: int | None = None, calibrate: bool = True, crf=STORED, task=None,
                  task_options: dict | None = None, fastpath: bool = True, int8_graph: str | Path | None = None):
         self.device = torch.device(device)
         self.config = config
@@ -195,6 +198,7 @@ class Predictor:
             self.task = task
         else:
             self.task = task_for_model(config, task, task_options, defaults=getattr(model, "postprocess", None))
+        tta, crf = self._take_stored(model, config, tta, crf)
         self.crf = resolve_crf(crf)
         self.requested_precision = precision
         self.precision = resolve_precision(precision, self.device) if fastpath else "fp32"
@@ -249,15 +253,57 @@ class Predictor:
             del folded, int8
             release_freed_memory()  # the timing and calibration copies' activations, not needed again
         self.dtype = DTYPES.get(self.precision, torch.float32)  # an int8 graph takes float32 in
+        self._wrap_tta()
+
+    def _wrap_tta(self) -> None:
         self._run = with_tta(self._forward, *self.tta)
         # tiles without TTA hand the model's own dtype (bf16 logits) to the blending accumulator, which
         # widens them as it adds: no float32 copy of each tile's logits beside the bf16 ones
         self._run_tiles = self._run if self._asked()["tta"] else self._forward_raw
 
+    def with_options(self, tta=None, crf=None) -> "Predictor":
+        """The same prepared model (precision, tiles, task) with another TTA and CRF, none of them stored:
+        what `pixelwise.engine.tune` scores candidate by candidate without preparing the model again."""
+        import copy
+
+        other = copy.copy(self)
+        other.tta, other.crf, other.stored = parse_tta(tta), resolve_crf(crf), {}
+        if other.crf is not None and not self.spec.is_rgb:
+            raise PixelwiseError("the dense CRF compares RGB colours; this model reads other bands: drop crf")
+        other.task.check_applies(other._asked())
+        if self.queries and other._asked()["tta"]:
+            raise PixelwiseError(f"the {self.task.name} task decodes this model's per-query masks over the whole "
+                                 "image: tta does not apply")
+        other._wrap_tta()
+        return other
+
+    def _take_stored(self, model, config: dict, tta, crf) -> tuple:
+        """tta / crf with STORED replaced by the model's stored setting (config.json "inference", written by
+        `pixelwise.engine.tune`); a stored option this task cannot honour (tta under a task that decodes a
+        mask-classification model's queries, the CRF for a multi-band model) is left out, not an error:
+        the user did not ask for it. Which options came from the store is kept in self.stored."""
+        setting = config.get("inference") or {}
+        queries = getattr(model, "query_outputs", None) is not None and self.task.reads_queries
+        rgb = BandSpec.from_dict((config.get("preprocessing") or {}).get("bands")).is_rgb
+        usable = {"tta": "tta" in self.task.applies and not queries, "crf": "crf" in self.task.applies and rgb}
+        self.stored: dict[str, str] = {}
+        taken = []
+        for name, given in (("tta", tta), ("crf", crf)):
+            if not (isinstance(given, str) and given == STORED):
+                taken.append(given)
+                continue
+            value = setting.get(name)
+            if value in (None, "none") or not usable[name]:
+                taken.append(None)
+                continue
+            self.stored[name] = value
+            taken.append(value)
+        return tuple(taken)
+
     @classmethod
     def from_dir(cls, directory: str | Path, device: str | None = None, precision: str = "auto",
-                 tile: int | None = None, overlap: float = 0.25, tta=None, blend: str = "gaussian",
-                 tile_batch: int | None = None, crf=None, task: str | None = None,
+                 tile: int | None = None, overlap: float = 0.25, tta=STORED, blend: str = "gaussian",
+                 tile_batch: int | None = None, crf=STORED, task: str | None = None,
                  task_options: dict | None = None) -> "Predictor":
         """A model directory (config.json + model.safetensors), a run directory (its best/), or an
         exported .onnx file (run with onnxruntime on the CPU)."""
@@ -284,7 +330,13 @@ class Predictor:
 
         other = copy.copy(self)
         other.task = task_for_model(self.config, task, task_options, defaults=getattr(self.model, "postprocess", None))
-        other.task.check_applies(self._asked())
+        dropped = [name for name in self.stored if name not in other.task.applies]  # stored, not asked for
+        if dropped:
+            other.stored = {k: v for k, v in self.stored.items() if k not in dropped}
+            other.tta = parse_tta(None) if "tta" in dropped else self.tta
+            other.crf = None if "crf" in dropped else self.crf
+            other._wrap_tta()
+        other.task.check_applies(other._asked())
         return other
 
     def _asked(self) -> dict[str, bool]:
@@ -530,6 +582,9 @@ class Predictor:
             timed = ", ".join(f"{k} {v:.1f} ms" for k, v in choice["ms"].items())
             cal += f" [auto: {timed} at {choice['size']}px{', cached' if choice.get('cached') else ''}]"
         tile = f", tile {self.tile} overlap {self.overlap:g} {self.blend}" if self.tile else ""
+        stored = " (the model's stored setting)"
         tta = f", TTA {spell_tta(*self.tta)}" if self._asked()["tta"] else ""
+        tta += stored if "tta" in self.stored else ""
         crf = ", dense CRF" if self.crf is not None else ""
+        crf += stored if "crf" in self.stored else ""
         return f"{self.task.name} task, {backend} on {self.device}, {self.precision}{cal}{tile}{tta}{crf}"
