@@ -145,6 +145,20 @@ class ModelConfig:
 
 
 @dataclass
+class BorderWeight:
+    """The U-Net paper's loss weight map (arXiv 1505.04597, eq. 2; `pixelwise.tasks.semantic.weightmap`):
+    cross-entropy per pixel x (class weight + w0 exp(-(d1 + d2)^2 / (2 sigma^2)) on background pixels between
+    objects). objects: "instances" (the samples' instance masks, DSB), "components" (connected regions of
+    the classes other than `background`, ISBI's cells), "auto" (instances where a sample has them). gap:
+    touching objects (DSB's nuclei share borders) parted by this many background pixels in the target."""
+    w0: float = checked(10.0, lo=0, hi=1000)
+    sigma: float = checked(5.0, lo=0.5, hi=1000)
+    objects: str = checked("auto", choices=("auto", "instances", "components"))
+    background: int = checked(0, lo=0, hi=65535)  # the class between objects (its pixels get the border term)
+    gap: int = checked(0, lo=0, hi=16)  # object pixels this close to another object become background
+
+
+@dataclass
 class TrainConfig:
     epochs: int = checked(20, lo=1, hi=10**6)
     batch_size: int = checked(8, lo=1, hi=4096)
@@ -176,7 +190,19 @@ class TrainConfig:
     encoder_lr_mult: float | None = checked(None, lo=0, hi=100)
     freeze_encoder_epochs: float = checked(0.0, lo=0)  # train only decoder and head for this many epochs first
     init_from: str | None = None          # a saved model directory to start from (fine-tuning)
+    border_weight: BorderWeight | None = None  # the U-Net weight map on the cross-entropy (semantic task)
     log_every: int = checked(10, lo=1)
+
+
+@dataclass
+class InferConfig:
+    """The inference setting a recipe measures on val at the end of training and stores in best/
+    (`pixelwise.engine.tune`): every pair of a `tta` and a `crf` candidate is scored; the cheapest within
+    `min_gain` of the best score is kept, and predict / eval use it unless told otherwise."""
+    tta: list[str] = field(default_factory=lambda: ["none"])   # e.g. [none, flip, "flip,0.75,1,1.25"], d4
+    crf: list[str] = field(default_factory=lambda: ["none"])   # none, default, deeplab_v1, deeplab_v2
+    min_gain: float = checked(0.002, lo=0, hi=1)             # in the task's best_key (mIoU, PQ) units
+    images: int | None = checked(None, lo=1, hi=10**6)       # val images scored (evenly spread); None: all
 
 
 @dataclass
@@ -185,6 +211,7 @@ class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -206,11 +233,17 @@ def _check_type(key: str, value: Any, tp: Any) -> Any:
                 kind = typing.get_origin(arg) or arg
                 if isinstance(kind, type) and isinstance(value, kind) and not isinstance(value, (str, bool)):
                     near = exc
+                if dataclasses.is_dataclass(arg) and isinstance(value, dict):
+                    near = exc
         if near is not None:
             raise near
         raise ConfigError(f"config key '{_printable(key)}': expected {_type_name(tp)}, got {_shown(value)}")
     if tp is Any:
         return value
+    if dataclasses.is_dataclass(tp):  # an optional section inside a section (train.border_weight)
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{_printable(key)}': expected a mapping, got {_shown(value)}")
+        return build_dataclass(tp, value, f"{key}.")
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):
             raise ConfigError(f"config key '{_printable(key)}': expected a finite number, got {_shown(value)}")
@@ -299,7 +332,7 @@ def _check_field(key: str, value, rule) -> None:
 def config_from_dict(values: dict) -> Config:
     """Build a Config from nested plain data, checking every key, type, range and enumerated value."""
     if not isinstance(values, dict):
-        raise ConfigError(f"config must be a mapping with sections data/task/model/train, got {type(values).__name__}")
+        raise ConfigError(f"config must be a mapping with sections data/task/model/train/infer, got {type(values).__name__}")
     for section, content in values.items():
         if section in {f.name for f in dataclasses.fields(Config)} and content is None:
             raise ConfigError(f"config section '{section}' is empty (remove it, or give it keys)")
@@ -358,7 +391,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: the recipe is empty (it needs at least one of the sections data, task, "
                               "model, train)")
         if not isinstance(values, dict):
-            raise ConfigError(f"{path}: expected a mapping with sections data/task/model/train")
+            raise ConfigError(f"{path}: expected a mapping with sections data/task/model/train/infer")
     values = apply_overrides(values, overrides or [])
     try:
         return config_from_dict(values)

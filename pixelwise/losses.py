@@ -174,3 +174,24 @@ def build_loss(train_cfg, num_classes: int) -> torch.nn.Module:
     if not spec:
         raise ConfigError("config key 'train.loss': empty mapping")
     return WeightedSum({k: _make(k, train_cfg) for k in spec}, {k: float(v) for k, v in spec.items()})
+
+
+WEIGHT_SCALE = 1000  # a weight map rides in the int64 target stack as round(weight * WEIGHT_SCALE)
+
+
+class WeightMapCrossEntropy(torch.nn.Module):
+    """Cross-entropy weighted per pixel by a weight map (the U-Net paper's eq. 1 with eq. 2's w(x),
+    arXiv 1505.04597; `pixelwise.tasks.semantic.weightmap`), normalised by the sum of the weights of the
+    pixels that count, so its scale matches plain cross-entropy's.
+    logits (N, C, H, W); target int64 (N, 2, H, W): [labels (255 = void), round(weight * WEIGHT_SCALE)]."""
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        labels, weights = target[:, 0], target[:, 1].float() / WEIGHT_SCALE
+        per_pixel = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="none",
+                                    label_smoothing=self.label_smoothing)
+        weights = weights * _valid(labels)
+        return (per_pixel * weights).sum() / weights.sum().clamp_min(1e-6)

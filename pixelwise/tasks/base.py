@@ -266,6 +266,14 @@ class TaskBase:
             raise ConfigError(f"{where}: a {model_task} model cannot be read as the {self.name} task "
                               f"(the {self.name} task reads {', '.join(self.reads)} models)")
 
+    def refuse_border_weight(self, train_cfg) -> None:
+        """The U-Net weight map (`train.border_weight`) weighs a per-pixel cross-entropy over exclusive
+        classes: the semantic task's. Any other task stops with one line naming the key."""
+        if getattr(train_cfg, "border_weight", None) is not None:
+            raise ConfigError(f"config key 'train.border_weight': the U-Net weight map weighs the semantic "
+                              f"cross-entropy; the {self.name} task trains with other losses (train a semantic "
+                              "model, then read it with --task panoptic / instance)")
+
     def check_applies(self, requested: dict[str, bool]) -> None:
         """Raise naming the first inference option asked for ({name: asked}) that this task cannot honour."""
         for option, asked in requested.items():

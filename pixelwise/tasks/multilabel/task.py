@@ -77,6 +77,7 @@ class MultiLabelTask(TaskBase):
                             f"{len(self.source)} ({len(self.unions)} more are derived)")
 
     def training(self, data_cfg, train_cfg, model) -> Training:
+        self.refuse_border_weight(train_cfg)
         return Training(MultiLabelTransform(data_cfg, len(self.source), self.unions), pad_collate,
                         build_multilabel_loss(train_cfg, self.num_classes))
 

@@ -88,6 +88,7 @@ class PanopticTask(TaskBase):
     needs_things = True
 
     def training(self, data_cfg, train_cfg, model) -> Training:
+        self.refuse_border_weight(train_cfg)
         model = getattr(model, "module", model)
         name = getattr(model, "pixelwise_arch", {}).get("name")
         if getattr(model, "mask_classification", False):
