@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None)
     args = ap.parse_args()
     ds = open_dataset(args.data, args.split)
-    predictor = Predictor.from_dir(args.model_dir, device="cpu", precision="fp32")
+    predictor = Predictor.from_dir(args.model_dir, device="cpu", precision="fp32", tta=None, crf=None)
     n = predictor.num_classes
     cms = {k: ConfusionMatrix(n) for k in SETTINGS}
     bands = {k: BoundaryAccumulator(n) for k in SETTINGS}

@@ -74,13 +74,13 @@ def main() -> None:
                 os.environ["PIXELWISE_AUTO_CANDIDATES"] = candidates
             else:
                 os.environ.pop("PIXELWISE_AUTO_CANDIDATES", None)
-            return Predictor.from_dir(inside, device="cpu", precision="auto")
+            return Predictor.from_dir(inside, device="cpu", precision="auto", tta=None, crf=None)
         return make
-    forms = {"torch fp32": lambda: Predictor.from_dir(args.model_dir, device="cpu", precision="fp32")}
+    forms = {"torch fp32": lambda: Predictor.from_dir(args.model_dir, device="cpu", precision="fp32", tta=None, crf=None)}
     if cpu_has_fast_bf16():
-        forms["torch bf16"] = lambda: Predictor.from_dir(args.model_dir, device="cpu", precision="bf16")
-    forms["onnxruntime fp32"] = lambda: Predictor.from_dir(work / "fp32.onnx")
-    forms["onnxruntime int8"] = lambda: Predictor.from_dir(work / "int8.onnx")
+        forms["torch bf16"] = lambda: Predictor.from_dir(args.model_dir, device="cpu", precision="bf16", tta=None, crf=None)
+    forms["onnxruntime fp32"] = lambda: Predictor.from_dir(work / "fp32.onnx", tta=None, crf=None)
+    forms["onnxruntime int8"] = lambda: Predictor.from_dir(work / "int8.onnx", tta=None, crf=None)
     forms["auto, no bf16 (fp32, int8 timed)"] = auto("fp32,int8")
     forms["auto (every candidate here timed)"] = auto(None)
     ds = open_dataset(args.data, args.split)

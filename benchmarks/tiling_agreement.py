@@ -45,9 +45,9 @@ def main() -> None:
     from pixelwise.metrics.semantic import ConfusionMatrix
 
     dataset = open_dataset(args.data, args.split)
-    whole = Predictor.from_dir(args.model_dir, device="cpu", precision=args.precision)
+    whole = Predictor.from_dir(args.model_dir, device="cpu", precision=args.precision, tta=None, crf=None)
     tiled = Predictor.from_dir(args.model_dir, device="cpu", precision=args.precision, tile=args.tile,
-                               overlap=args.overlap, blend=args.blend)
+                               overlap=args.overlap, blend=args.blend, tta=None, crf=None)
     if whole.num_classes != dataset.num_classes:
         raise SystemExit(f"model has {whole.num_classes} classes, {dataset.name} has {dataset.num_classes}")
     cms = {k: ConfusionMatrix(whole.num_classes) for k in ("one pass", "tiled")}

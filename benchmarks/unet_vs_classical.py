@@ -76,7 +76,7 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "pixelwise", "train", s["config"], f"train.time_limit_min={args.minutes}",
                             "--out", str(run), "--no-report"], check=True, cwd=ROOT)
         dataset = open_dataset(s["spec"], s["split"], **s["options"])
-        unet, preds = score_unet(Predictor.from_dir(run / "best", device="cpu", precision="fp32"), dataset, s["fg"])
+        unet, preds = score_unet(Predictor.from_dir(run / "best", device="cpu", precision="fp32", tta=None, crf=None), dataset, s["fg"])
         rows = [("U-Net (trained " + f"{args.minutes:g} min)", unet)]
         for name, method, params in PARAMS[key]:
             opts = {**params, "rule": RULES[key], "foreground_class": s["fg"], "min_size": MIN_SIZE}
