@@ -50,6 +50,10 @@ def test_int8_that_disagrees_falls_back_to_fp32_and_says_so(model_dir, tmp_path,
     monkeypatch.setattr(quantize, "MIN_AGREEMENT", 1.01)  # nothing can agree this well
     report = quantize.quantize_model(model_dir, tmp_path / "m.onnx", images=2, check_images=2)
     assert report["precision"] == "fp32" and "wrote the fp32 graph instead" in report["message"]
+    # below the bar the 7-bit-weight graph (reduce_range) was tried too, and the better of the two reported
+    assert set(report["tried"]) == {False, True} and "7-bit" in report["message"]
+    assert report["agreement"] == max(report["tried"].values())
+    assert report["reduce_range"] == (report["tried"][True] > report["tried"][False])
     ops = {n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node}
     assert "QuantizeLinear" not in ops
     assert Predictor.from_dir(tmp_path / "m.onnx").precision == "fp32"
