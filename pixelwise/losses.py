@@ -162,12 +162,16 @@ def _make(name: str, train_cfg) -> torch.nn.Module:
     raise ConfigError(f"config key 'train.loss': unknown loss '{name}' (known: {', '.join(LOSSES)})")
 
 
+def check_class_weights(weights: list[float] | None, num_classes: int) -> None:
+    """`train.class_weights` must give one weight per class (or be unset)."""
+    if weights is not None and len(weights) != num_classes:
+        raise ConfigError(f"config key 'train.class_weights': {len(weights)} weights for {num_classes} classes")
+
+
 def build_loss(train_cfg, num_classes: int) -> torch.nn.Module:
     """The loss a TrainConfig names: a name ('ce') or a mapping of names to weights ({ce: 1, dice: 0.5});
     None (unset) is cross-entropy."""
-    weights = train_cfg.class_weights
-    if weights is not None and len(weights) != num_classes:
-        raise ConfigError(f"config key 'train.class_weights': {len(weights)} weights for {num_classes} classes")
+    check_class_weights(train_cfg.class_weights, num_classes)
     spec = train_cfg.loss if train_cfg.loss is not None else "ce"
     if isinstance(spec, str):
         return _make(spec, train_cfg)

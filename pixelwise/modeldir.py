@@ -210,17 +210,14 @@ def store_inference(directory: str | Path, setting: dict) -> Path:
     """Write `setting` ({"tta": spelling, "crf": preset or "none", "tuned": the scores it was chosen by}) as
     config.json "inference" of a model directory, atomically (a new file swapped in: a kill leaves the old
     config or the new one, never half of one). The Predictor uses it when it is not told otherwise."""
-    import os
+    from pixelwise.data.io import write_atomic
 
     directory = resolve_model_dir(directory)
     path = directory / CONFIG_NAME
     config = read_model_config(directory)
     config["inference"] = setting
     check_model_config(config, path)
-    tmp = path.with_name(f".{CONFIG_NAME}.tmp")
-    tmp.write_text(json.dumps(config, indent=2))
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, json.dumps(config, indent=2).encode())
 
 
 def read_weights(directory: str | Path) -> dict[str, torch.Tensor]:

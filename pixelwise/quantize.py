@@ -158,9 +158,9 @@ def quantize_model(model_dir: str | Path, path: str | Path | None = None, calibr
             shutil.copy(fp32, prepared)
         excluded = output_producers(onnx.load(str(prepared)))
         bar = MIN_AGREEMENT if min_agreement is None else min_agreement
-        tried: dict[bool, float] = {}
-        for reduce in (False, True):  # 8-bit weights first; 7-bit ones (reduce_range) only if those disagree
-            candidate = work / f"int8{'_reduced' if reduce else ''}.onnx"
+        tried: dict[bool, float] = {}  # reduce_range -> agreement
+        graphs = {False: work / "int8.onnx", True: work / "int8_reduced.onnx"}
+        for reduce, candidate in graphs.items():  # 8-bit weights first; 7-bit (reduce_range) only if those disagree
             quantize_static(str(prepared), str(candidate), _reader(calib), quant_format=QuantFormat.QDQ,
                             per_channel=True, reduce_range=reduce, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
@@ -170,7 +170,7 @@ def quantize_model(model_dir: str | Path, path: str | Path | None = None, calibr
             if tried[reduce] >= bar:
                 break
         reduced = max(tried, key=tried.get)
-        int8, agreed = work / f"int8{'_reduced' if reduced else ''}.onnx", tried[reduced]
+        int8, agreed = graphs[reduced], tried[reduced]
         keep = agreed >= bar
         if inside and not keep:
             path.unlink(missing_ok=True)  # an older int8 graph that the model no longer matches

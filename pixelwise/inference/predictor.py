@@ -198,17 +198,12 @@ class Predictor:
             self.task = task
         else:
             self.task = task_for_model(config, task, task_options, defaults=getattr(model, "postprocess", None))
-        tta, crf = self._take_stored(model, config, tta, crf)
-        self.crf = resolve_crf(crf)
         self.requested_precision = precision
         self.precision = resolve_precision(precision, self.device) if fastpath else "fp32"
         pre = config.get("preprocessing", {})
         self.spec = BandSpec.from_dict(pre.get("bands"))
         self.mean, self.std = pre.get("mean", IMAGENET_MEAN), pre.get("std", IMAGENET_STD)
         self.resize = pre.get("resize")
-        if self.crf is not None and not self.spec.is_rgb:
-            raise PixelwiseError(f"the dense CRF compares RGB colours; this model reads {self.spec.raw_bands} bands "
-                                 f"({', '.join(self.spec.names)}): drop crf")
         if tile is not None and int(tile) < 1:
             raise PixelwiseError(f"tile must be a positive number of pixels, got {tile}")
         if not 0 <= overlap < 1:
@@ -216,15 +211,13 @@ class Predictor:
         if blend not in sliding.BLENDS:
             raise PixelwiseError(f"blend must be one of {', '.join(sliding.BLENDS)}, got {blend!r}")
         self.tile, self.overlap, self.blend, self.tile_batch = tile and int(tile), float(overlap), blend, tile_batch
-        self.tta = parse_tta(tta)
-        self.task.check_applies(self._asked())
         # a mask-classification model (Mask2Former) gives its per-query outputs only to a task that decodes them
         self.queries = getattr(model, "query_outputs", None) is not None and self.task.reads_queries
         if isinstance(model, torch.nn.Module) and hasattr(model, "query_outputs"):
             model.query_outputs = self.queries
-        if self.queries and (self.tile or self._asked()["tta"]):
-            raise PixelwiseError(f"the {self.task.name} task decodes this model's per-query masks over the whole "
-                                 "image: tile and tta do not apply (drop them, or read it as --task semantic)")
+        tta, crf = self._take_stored(config, tta, crf)
+        self.tta, self.crf = parse_tta(tta), resolve_crf(crf)
+        self._check_options()
         self.calibration: dict | None = None
         self.auto_choice: dict | None = None
         self.onnx = not isinstance(model, torch.nn.Module)
@@ -261,6 +254,17 @@ class Predictor:
         # widens them as it adds: no float32 copy of each tile's logits beside the bf16 ones
         self._run_tiles = self._run if self._asked()["tta"] else self._forward_raw
 
+    def _check_options(self) -> None:
+        """Raise in one line when an option asked for cannot apply: the CRF on a multi-band model, an option
+        the task cannot honour, tiles or TTA for a task that decodes a mask-classification model's queries."""
+        if self.crf is not None and not self.spec.is_rgb:
+            raise PixelwiseError(f"the dense CRF compares RGB colours; this model reads {self.spec.raw_bands} bands "
+                                 f"({', '.join(self.spec.names)}): drop crf")
+        self.task.check_applies(self._asked())
+        if self.queries and (self.tile or self._asked()["tta"]):
+            raise PixelwiseError(f"the {self.task.name} task decodes this model's per-query masks over the whole "
+                                 "image: tile and tta do not apply (drop them, or read it as --task semantic)")
+
     def with_options(self, tta=None, crf=None) -> "Predictor":
         """The same prepared model (precision, tiles, task) with another TTA and CRF, none of them stored:
         what `pixelwise.engine.tune` scores candidate by candidate without preparing the model again."""
@@ -268,24 +272,18 @@ class Predictor:
 
         other = copy.copy(self)
         other.tta, other.crf, other.stored = parse_tta(tta), resolve_crf(crf), {}
-        if other.crf is not None and not self.spec.is_rgb:
-            raise PixelwiseError("the dense CRF compares RGB colours; this model reads other bands: drop crf")
-        other.task.check_applies(other._asked())
-        if self.queries and other._asked()["tta"]:
-            raise PixelwiseError(f"the {self.task.name} task decodes this model's per-query masks over the whole "
-                                 "image: tta does not apply")
+        other._check_options()
         other._wrap_tta()
         return other
 
-    def _take_stored(self, model, config: dict, tta, crf) -> tuple:
+    def _take_stored(self, config: dict, tta, crf) -> tuple:
         """tta / crf with STORED replaced by the model's stored setting (config.json "inference", written by
         `pixelwise.engine.tune`); a stored option this task cannot honour (tta under a task that decodes a
         mask-classification model's queries, the CRF for a multi-band model) is left out, not an error:
         the user did not ask for it. Which options came from the store is kept in self.stored."""
         setting = config.get("inference") or {}
-        queries = getattr(model, "query_outputs", None) is not None and self.task.reads_queries
-        rgb = BandSpec.from_dict((config.get("preprocessing") or {}).get("bands")).is_rgb
-        usable = {"tta": "tta" in self.task.applies and not queries, "crf": "crf" in self.task.applies and rgb}
+        usable = {"tta": "tta" in self.task.applies and not self.queries,
+                  "crf": "crf" in self.task.applies and self.spec.is_rgb}
         self.stored: dict[str, str] = {}
         taken = []
         for name, given in (("tta", tta), ("crf", crf)):

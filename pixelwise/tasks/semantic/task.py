@@ -44,14 +44,17 @@ def draw_semantic(labels: np.ndarray, image: np.ndarray, classes, palette, alpha
 
 
 def check_mask_classification(train_cfg, task: str) -> None:
-    """A mask-classification model (Mask2Former) trains with its own set criterion: a recipe's loss or class
-    weights cannot apply to it."""
+    """A mask-classification model (Mask2Former) trains with its own set criterion: a recipe's loss, class
+    weights or weight map cannot apply to it."""
     if train_cfg.loss is not None:
         raise ConfigError(f"config key 'train.loss': a mask-classification model trains with its own set criterion "
                           f"under the {task} task (classes by cross-entropy, masks by BCE + Dice); leave it unset")
     if train_cfg.class_weights is not None:
         raise ConfigError("config key 'train.class_weights': a mask-classification model weighs segments, not "
                           "pixels, and down-weights only 'no object'; leave it unset")
+    if getattr(train_cfg, "border_weight", None) is not None:
+        raise ConfigError("config key 'train.border_weight': a mask-classification model trains with its own set "
+                          "criterion, not a per-pixel cross-entropy; leave it unset")
 
 
 class SemanticTask(TaskBase):
@@ -68,9 +71,6 @@ class SemanticTask(TaskBase):
     def training(self, data_cfg, train_cfg, model) -> Training:
         if getattr(getattr(model, "module", model), "mask_classification", False):
             check_mask_classification(train_cfg, self.name)
-            if getattr(train_cfg, "border_weight", None) is not None:
-                raise ConfigError("config key 'train.border_weight': a mask-classification model trains with its "
-                                  "own set criterion, not a per-pixel cross-entropy; leave it unset")
             return Training(build_transform(data_cfg, train=True), pad_collate, SemanticMaskLoss(self.num_classes))
         if getattr(train_cfg, "border_weight", None) is not None:
             return self.weight_map_training(data_cfg, train_cfg)
@@ -80,20 +80,18 @@ class SemanticTask(TaskBase):
     def weight_map_training(self, data_cfg, train_cfg) -> Training:
         """The U-Net paper's weighted cross-entropy (`train.border_weight`): the weight map travels with the
         labels through the preset; the class weights, when given, are its w_c term."""
-        from pixelwise.losses import WeightMapCrossEntropy
+        from pixelwise.losses import WeightMapCrossEntropy, check_class_weights
         from pixelwise.tasks.semantic.weightmap import WeightMapTransform
 
         if train_cfg.loss not in (None, "ce"):
             raise ConfigError(f"config key 'train.border_weight': the weight map weighs the cross-entropy; "
                               f"train.loss is {train_cfg.loss!r} (leave it unset or ce)")
-        weights = train_cfg.class_weights
-        if weights is not None and len(weights) != self.num_classes:
-            raise ConfigError(f"config key 'train.class_weights': {len(weights)} weights for {self.num_classes} "
-                              "classes")
+        check_class_weights(train_cfg.class_weights, self.num_classes)
         if train_cfg.border_weight.background >= self.num_classes:
             raise ConfigError(f"config key 'train.border_weight.background': class id "
                               f"{train_cfg.border_weight.background} does not exist ({self.num_classes} classes)")
-        preset = WeightMapTransform(build_transform(data_cfg, train=True), train_cfg.border_weight, weights)
+        preset = WeightMapTransform(build_transform(data_cfg, train=True), train_cfg.border_weight,
+                                    train_cfg.class_weights)
         return Training(preset, pad_collate, SemanticLoss(WeightMapCrossEntropy(train_cfg.label_smoothing)))
 
     def decode(self, outputs: dict[str, torch.Tensor], probs: bool = False) -> Prediction:
