@@ -38,6 +38,9 @@ SMALL: dict[str, dict] = {
     "upernet": dict(encoder="resnet18", channels=32, aux=True, aux_channels=16),
     "mask2former": dict(encoder="resnet18", hidden_dim=64, num_queries=10, decoder_layers=3, encoder_layers=1,
                         dim_feedforward=128),
+    "lraspp": dict(encoder="mobilenetv3_small_100"),
+    "pidnet": dict(variant="s"),
+    "ddrnet": dict(variant="23-slim"),
 }
 # Further variants worth the same checks.
 VARIANTS = [
@@ -78,6 +81,21 @@ PAPER_PARAMS = [
     # Mask2Former, COCO panoptic (133 classes): Swin-T 47M and R50 44M in the paper's Table 1.
     ("mask2former", {"num_classes": 133}, 47.0e6),
     ("mask2former", {"num_classes": 133, "encoder": "resnet50"}, 44.0e6),
+    # LR-ASPP MobileNetV3-Large, 21 classes: torchvision's lraspp_mobilenet_v3_large has 3,221,538.
+    ("lraspp", {}, 3.221538e6),
+    # PIDNet-S / L, Cityscapes (19 classes): the paper's 7.6M / 36.9M count the inference model without the P
+    # and boundary heads (official get_pred_model). PIDNet-M is left out: the official configuration gives
+    # 28.54M, not the paper's 34.4M (see pidnet.py).
+    ("pidnet", {"num_classes": 19, "aux": False}, 7.6e6),
+    ("pidnet", {"num_classes": 19, "variant": "l", "aux": False}, 36.9e6),
+    # BiSeNet V2 without its booster heads, 19 classes: about 3.4M as mmsegmentation reports it.
+    ("bisenetv2", {"num_classes": 19, "aux": False}, 3.4e6),
+    # DDRNet-23-slim / DDRNet-23, Cityscapes (19 classes): the paper's 5.7M / 20.1M, without the aux head.
+    ("ddrnet", {"num_classes": 19, "aux": False}, 5.7e6),
+    ("ddrnet", {"num_classes": 19, "variant": "23", "aux": False}, 20.1e6),
+    # Fast-SCNN, 19 classes, no aux heads: Tramac's PyTorch port (Tramac/Fast-SCNN-pytorch) has 1,138,051; the
+    # paper's 1.11M is the same network less its batch norms' scale and shift (see fastscnn.py).
+    ("fastscnn", {"num_classes": 19, "aux": False}, 1.138051e6),
 ]
 
 

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from pixelwise.errors import ModelError
-from pixelwise.models import deeplab, fastfcn, fcn, mask2former, panoptic_deeplab, segformer, segmenter, segnet, unet, upernet
+from pixelwise.models import (bisenetv2, ddrnet, deeplab, fastfcn, fastscnn, fcn, lraspp, mask2former, panoptic_deeplab,
+                              pidnet, segformer, segmenter, segnet, unet, upernet)
 from pixelwise.models.base import SegmentationModel
 from pixelwise.models.encoders import create_encoder, encoder_norm
 from pixelwise.models.flops import count_gflops, count_params
@@ -42,6 +43,11 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "segformer": segformer.segformer,
     "upernet": upernet.upernet,
     "mask2former": mask2former.mask2former,
+    "lraspp": lraspp.lraspp,
+    "fastscnn": fastscnn.fastscnn,
+    "bisenetv2": bisenetv2.bisenetv2,
+    "ddrnet": ddrnet.ddrnet,
+    "pidnet": pidnet.pidnet,
 }
 
 __all__ = ["MODELS", "SegmentationModel", "count_gflops", "count_params", "create_encoder", "create_model",
@@ -105,7 +111,9 @@ def model_paper(name: str) -> str:
 
 
 def model_info(name: str, num_classes: int = 21, size: int = 512, **options: Any) -> dict[str, Any]:
-    """{"name", "params", "gflops", "paper"} of architecture `name` with its defaults (or `options`).
+    """{"name", "params", "inference_params", "gflops", "paper"} of architecture `name` with its defaults (or
+    `options`). params counts every parameter; inference_params leaves out the training-only heads (`aux_head`:
+    deep supervision, booster and boundary heads), the model eval mode runs and the papers' tables count.
 
     gflops: one forward of a 1 x in_chans x size x size input (in_chans from `options`, default 3), in
     multiply-accumulates (1 multiply-add = 1 FLOP, the papers' and fvcore's convention; see `count_gflops`).
@@ -114,7 +122,11 @@ def model_info(name: str, num_classes: int = 21, size: int = 512, **options: Any
     with torch.device("meta"):
         model = create_model(name, num_classes, **options)
     gflops = count_gflops(model, size, in_chans=options.get("in_chans", 3))
-    return {"name": name, "params": count_params(model), "gflops": round(gflops, 2), "paper": model_paper(name)}
+    params = count_params(model)
+    aux = getattr(model, "aux_head", None)
+    inference = params - (count_params(aux) if isinstance(aux, nn.Module) else 0)
+    return {"name": name, "params": params, "inference_params": inference, "gflops": round(gflops, 2),
+            "paper": model_paper(name)}
 
 
 def _jsonable(value: Any) -> Any:

@@ -43,7 +43,9 @@ class SegmentationModel(nn.Module):
 
     forward: x float (N, in_chans, H, W), any H and W ->
         logits (N, num_classes, H, W), or {"out": logits, "aux": aux_logits} in training mode when the
-        model has an auxiliary head (deep supervision); eval mode always gives the tensor.
+        model has an auxiliary head (deep supervision); eval mode always gives the tensor. An aux head may
+        return several named maps instead (a dict: "aux", "aux2", ... class logits (N, num_classes, h, w);
+        "boundary" a boundary logit map (N, 1, h, w), as PIDNet's D branch); each is resized and cropped alike.
 
     The input is zero-padded on the right and bottom to a multiple of `stride` (the factor the
     encoder-decoder needs for its feature maps to line up), run through
@@ -73,6 +75,7 @@ class SegmentationModel(nn.Module):
         features, (h, w), size = encode_padded(self.encoder, x, self.stride)
         logits = resize(self.head(self.decoder(features)), size)[..., :h, :w]
         if self.aux_head is not None and self.training:
-            aux = resize(self.aux_head(features), size)[..., :h, :w]
-            return {"out": logits, "aux": aux}
+            aux = self.aux_head(features)
+            named = aux if isinstance(aux, dict) else {"aux": aux}
+            return {"out": logits, **{k: resize(v, size)[..., :h, :w] for k, v in named.items()}}
         return logits

@@ -252,6 +252,15 @@ class TaskBase:
             return 0.0
         return (a.argmax(1) == b.argmax(1)).float().mean().item()
 
+    def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        """One image's class scores "out" (C, H, W) -> class probabilities (softmax: exclusive classes), the
+        space in which video frames are smoothed; `scores` maps them back."""
+        return scores.float().softmax(0)
+
+    def scores(self, probs: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (C, H, W) -> scores "out" that `decode` reads (log-probabilities)."""
+        return probs.clamp_min(1e-8).log()
+
     def check_dataset(self, dataset) -> None:
         """Raise unless the dataset's labels are the ones this task's classes read."""
         from pixelwise.errors import DataError

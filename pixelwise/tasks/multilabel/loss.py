@@ -18,7 +18,8 @@ LOSSES = ("bce", "dice")
 
 class MultiLabelLoss(nn.Module):
     """outputs: logits (N, C, H, W) or {"out": ..., "aux": ...} (aux heads weighted `aux_weight`);
-    target int64 (N, C, H, W) 0/1 with 255 = void -> scalar."""
+    target int64 (N, C, H, W) 0/1 with 255 = void -> scalar. A "boundary" map (PIDNet's D branch) is
+    supervised from exclusive labels by the semantic task only; here that branch trains through the main output."""
 
     def __init__(self, weights: dict[str, float], class_weights: list[float] | None = None, aux_weight: float = 0.4,
                  eps: float = 1.0):
@@ -47,7 +48,7 @@ class MultiLabelLoss(nn.Module):
     def forward(self, out, target: torch.Tensor) -> torch.Tensor:
         if isinstance(out, dict):
             return self._one(out["out"], target) + sum(self.aux_weight * self._one(v, target)
-                                                       for k, v in out.items() if k != "out")
+                                                       for k, v in out.items() if k not in ("out", "boundary"))
         return self._one(out, target)
 
 

@@ -86,6 +86,14 @@ class MultiLabelTask(TaskBase):
         masks = (p > self.threshold.to(p.device)).cpu().numpy()
         return Prediction(self, masks=masks, probs=p.cpu().numpy() if probs else None)
 
+    def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        """Per-class sigmoid probabilities (C, H, W): the classes overlap."""
+        return scores.float().sigmoid()
+
+    def scores(self, probs: torch.Tensor) -> torch.Tensor:
+        """Probabilities -> logits, which `decode` thresholds through the sigmoid."""
+        return torch.logit(probs, eps=1e-6)
+
     def agreement(self, a: torch.Tensor, b: torch.Tensor) -> float:
         """Share of (pixel, class) pairs on the same side of the threshold."""
         if not (torch.isfinite(a).all() and torch.isfinite(b).all()):

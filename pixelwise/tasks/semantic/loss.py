@@ -6,23 +6,31 @@ import torch
 from torch import nn
 
 from pixelwise.mask_classification import MaskClassificationLoss, segments_from_batch
+from pixelwise.tasks.semantic.boundary import boundary_loss
 
 AUX_WEIGHT = 0.4  # weight of auxiliary (deep-supervision) heads, as in PSPNet/DeepLab references
 
 
 class SemanticLoss(nn.Module):
-    """`loss(logits, target)`, plus AUX_WEIGHT x the same loss for every other head of a dict output.
-    outputs: logits (N, C, H, W) or {"out": logits, "aux": ...}; target int64 (N, H, W), 255 = void."""
+    """`loss(logits, target)`, plus AUX_WEIGHT x the same loss for every auxiliary head of a dict output, plus
+    PIDNet's boundary losses (`boundary.boundary_loss`) for a "boundary" map.
+    outputs: logits (N, C, H, W) or {"out": logits, "aux": ..., "aux2": ..., "boundary": (N, 1, H, W)};
+    target int64 (N, H, W), 255 = void (or (N, 2, H, W) with a weight map)."""
 
     def __init__(self, loss: nn.Module, aux_weight: float = AUX_WEIGHT):
         super().__init__()
         self.loss, self.aux_weight = loss, aux_weight
 
     def forward(self, out, target: torch.Tensor) -> torch.Tensor:
-        if isinstance(out, dict):
-            return self.loss(out["out"], target) + sum(self.aux_weight * self.loss(v, target)
-                                                       for k, v in out.items() if k != "out")
-        return self.loss(out, target)
+        if not isinstance(out, dict):
+            return self.loss(out, target)
+        total = self.loss(out["out"], target)
+        for key, value in out.items():
+            if key == "boundary":
+                total = total + boundary_loss(value, out["out"], target, self.loss)
+            elif key != "out":
+                total = total + self.aux_weight * self.loss(value, target)
+        return total
 
 
 class SemanticMaskLoss(nn.Module):
