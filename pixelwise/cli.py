@@ -35,16 +35,77 @@ def demo(out: str, minutes: float) -> None:
 
 
 @cli.command()
-@click.option("--size", default=512, show_default=True, help="Input size for the FLOPs count.")
-@click.option("--classes", "num_classes", default=21, show_default=True)
-def models(size: int, num_classes: int) -> None:
-    """List the architectures with parameters and GFLOPs."""
+@click.option("--size", default="1024x2048", show_default=True,
+              help="Input HEIGHTxWIDTH (or one number) for the FLOPs count; 1024x2048 is Cityscapes', as the "
+                   "real-time papers quote it.")
+@click.option("--classes", "num_classes", default=19, show_default=True)
+def models(size: str, num_classes: int) -> None:
+    """List the architectures with parameters (the inference model's, and with the training-only heads where
+    there are some) and GFLOPs (multiply-accumulates of one eval forward)."""
+    from pixelwise.inference.speed import parse_size
     from pixelwise.models import list_models, model_info
 
-    click.echo(f"{'name':<16} {'params (M)':>11} {'GFLOPs@' + str(size):>12}  paper")
+    hw = parse_size(size)
+    click.echo(f"{'name':<16} {'params (M)':>11} {'training (M)':>13} {'GFLOPs@' + 'x'.join(map(str, hw)):>15}  paper")
     for name in list_models():
-        info = model_info(name, num_classes=num_classes, size=size)
-        click.echo(f"{name:<16} {info['params'] / 1e6:>11.2f} {info['gflops']:>12.1f}  {info['paper']}")
+        info = model_info(name, num_classes=num_classes, size=hw)
+        train = f"{info['params'] / 1e6:.2f}" if info["params"] != info["inference_params"] else ""
+        click.echo(f"{name:<16} {info['inference_params'] / 1e6:>11.2f} {train:>13} {info['gflops']:>15.1f}  "
+                   f"{info['paper']}")
+
+
+@cli.command()
+@click.argument("subject")
+@click.option("--size", default="360x480", show_default=True, help="Input HEIGHTxWIDTH (CamVid frames: 360x480).")
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16", "int8"]),
+              help="The fast path's precision (auto: timed here, as predict does).")
+@click.option("--compare", "peers", multiple=True,
+              help="A peer run fp32 eager in the same process: torchvision:NAME (e.g. lraspp_mobilenet_v3_large) or "
+                   "smp:ARCH[:ENCODER] (pixelwise[bench]); repeatable.")
+@click.option("--classes", "num_classes", default=19, show_default=True,
+              help="Classes of an architecture given by name (random weights) and of the peers.")
+@click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(min=0),
+              help="Time each model for at least this long (and 20 calls).")
+@click.option("--device", default=None)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the results as JSON.")
+@click.pass_context
+def bench(ctx: click.Context, subject: str, size: str, batch: int, precision: str, peers: tuple[str, ...],
+          num_classes: int, seconds: float, device: str | None, json_out: str | None) -> None:
+    """Latency (median, p95), frames/s and peak memory of SUBJECT (a model directory or an architecture name)
+    through the fast path on this machine, with the fast-path steps applied; peers in the same run."""
+    import json
+
+    import torch
+
+    from pixelwise.hardware import describe_cpu
+    from pixelwise.inference.predictor import default_device
+    from pixelwise.inference.speed import bench_module, bench_predictor, parse_size, peer, subject as build
+    from pixelwise.modeldir import read_model_config
+
+    hw = parse_size(size)
+    device = device or default_device()
+    if Path(subject).is_dir():
+        refuse(ctx, ("num_classes",), "applies to an architecture given by name; a model directory has its classes")
+        num_classes = len(read_model_config(subject)["classes"])
+    models_ = [build(subject, num_classes, device, precision)]
+    peer_models = [(spec, peer(spec, num_classes)) for spec in peers]  # every spec checked before any timing
+    predictor, name = models_[0]
+    where = describe_cpu() if torch.device(device).type == "cpu" else torch.cuda.get_device_name(torch.device(device))
+    click.echo(f"{where}; {name}: {predictor.describe()}", err=True)
+    results = [bench_predictor(predictor, name, hw, batch, min_seconds=seconds)]
+    for spec, module in peer_models:
+        results.append(bench_module(module, spec, hw, batch, device, min_seconds=seconds))
+    from pixelwise.inference.speed import table
+
+    click.echo(table(results))
+    for r in results[1:]:
+        click.echo(f"{name}: {results[0].fps / r.fps:.2f}x the frames/s of {r.name}")
+    if json_out:
+        from pixelwise.data.io import write_atomic
+
+        write_atomic(Path(json_out), json.dumps({"machine": where, "results": [r.as_dict() for r in results]},
+                                                indent=1).encode())
 
 
 @cli.group()
@@ -308,6 +369,24 @@ def expand_images(items: tuple[str, ...]) -> list[Path]:
     return list(dict.fromkeys(paths))
 
 
+def predict_video_command(predictor, source: str, out: str, formats, overlay: bool, every: int, smooth: float,
+                          batch: int | None) -> None:
+    """`pixelwise predict MODEL_DIR clip.mp4`: the videos (and per-frame files) and one summary line."""
+    from pixelwise.inference.video import predict_video_file
+
+    click.echo(f"running: {predictor.describe()}", err=True)
+    if formats:
+        predictor.task.check_formats(formats)
+    result = predict_video_file(predictor, source, out, formats, overlay=overlay, every=every, smooth=smooth,
+                                batch=batch)
+    done = "stopped by Ctrl-C after" if result.interrupted else "predicted"
+    click.echo(f"{done} {result.frames_predicted} frames at {result.fps:.1f} frames/s; wrote "
+               + ", ".join(f"{p} ({result.frames_predicted} frames, {float(result.rate):g} fps)"
+                           for p in result.written if p.suffix in (".mkv", ".mp4"))
+               + (f"; {result.frame_files} frames as {'/'.join(formats)} in {result.frame_dir}" if result.frame_files
+                  else ""))
+
+
 @cli.command()
 @click.argument("model_dir", type=click.Path())
 @click.argument("images", nargs=-1, required=True)
@@ -323,15 +402,38 @@ def expand_images(items: tuple[str, ...]) -> list[Path]:
                    "instance: coco (instances.json); multilabel: png (a mask per class), npy, rle.")
 @click.option("--overwrite", is_flag=True, help="Predict again images whose outputs exist (default: skip them).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0), help="Image-decoding processes.")
+@click.option("--every", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Video: predict every N-th frame (the written videos run at the source rate / N).")
+@click.option("--smooth", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Video: momentum of the moving average of class probabilities across frames; 0: off.")
+@click.option("--batch", "batch", default=None, type=click.IntRange(min=1),
+              help="Video: frames per forward call (default 4; 1 for a camera or stream).")
 @click.option("--device", default=None)
 @inference_options
-def predict(model_dir: str, images: tuple[str, ...], out: str, overlay: bool,
+@click.pass_context
+def predict(ctx: click.Context, model_dir: str, images: tuple[str, ...], out: str, overlay: bool,
             task_name: str | None, method: str | None, formats: tuple[str, ...], overwrite: bool, workers: int,
+            every: int, smooth: float, batch: int | None,
             device: str | None, precision: str, tile: int | None, overlap: float, tta: str | None, crf: str | None,
             task_options: tuple[str, ...]) -> None:
-    """Predict images, folders or globs into --out, in the task's formats (and overlays); resumable."""
-    from pixelwise.inference.batch import predict_files
+    """Predict images, folders or globs into --out, in the task's formats (and overlays); resumable.
 
+    A video file (.mp4, .mkv, ...), a stream URL or a camera index (0) as the one input: writes the mask
+    video (class ids, lossless FFV1 .mkv), with --overlay the overlay video (H.264 .mp4), with --format
+    per-frame files; Ctrl-C ends a live input cleanly. Needs pixelwise[video] (PyAV)."""
+    from pixelwise.inference.batch import predict_files
+    from pixelwise.inference.video import is_video
+
+    if any(is_video(item) for item in images):
+        if len(images) != 1:
+            raise click.UsageError("a video, stream or camera is predicted on its own: give it as the one input")
+        refuse(ctx, ("overwrite", "workers"), "does not apply to video input (frames are decoded in order, "
+                                              "and the videos are written afresh)")
+        predictor = build_predictor(model_dir, task_name, method, device, precision, tile, overlap, tta, crf,
+                                    task_options)
+        predict_video_command(predictor, images[0], out, formats, overlay, every, smooth, batch)
+        return
+    refuse(ctx, ("every", "smooth", "batch"), "applies to video input only (a video file, stream URL or camera index)")
     paths = expand_images(images)
     if not paths:
         raise PixelwiseError(f"no images found in {' '.join(images)}")

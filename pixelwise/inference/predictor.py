@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +171,15 @@ def _as_dict(out) -> Outputs:
     """A model's output as a dict of float32 maps: a plain tensor is {"out": logits}."""
     out = out if isinstance(out, dict) else {"out": out}
     return {k: v.float() for k, v in out.items()}
+
+
+@dataclass
+class VideoFrame:
+    """One predicted video frame: its index in the source, the decoded image, the task's Prediction."""
+
+    index: int
+    image: np.ndarray
+    prediction: Prediction
 
 
 class Predictor:
@@ -541,6 +551,61 @@ class Predictor:
         if self._streams(*image.shape[:2]) and not return_probs:
             return Prediction.cat_rows([pred for _, _, pred in self.iter_rows(image)])
         return self.task.decode(self.image_outputs(image), probs=return_probs)
+
+    def predict_video(self, source, batch: int | None = None, every: int = 1, smooth: float = 0.0) -> Iterator[VideoFrame]:
+        """Per-frame predictions of a video, in order: `source` is a video file, stream URL or camera index
+        (decoded by `pixelwise.inference.video.VideoSource`, PyAV), an open VideoSource, or any iterable of
+        uint8 (H,W,3) frames. Yields VideoFrame(index, image, prediction) for every `every`-th frame.
+
+        batch: frames per forward call (default 4; 1 for live input, where waiting for a batch adds
+        latency). smooth: 0 (off, default) or the momentum m in [0, 1) of an exponential moving average of
+        class probabilities across the predicted frames, p_t = m p_(t-1) + (1 - m) p(frame t), decoded as
+        the task decodes scores (softmax for exclusive classes, sigmoid for multi-label)."""
+        from pixelwise.inference.video import VideoSource
+
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise PixelwiseError(f"every must be a positive whole number of frames, got {every!r}")
+        if not 0 <= float(smooth) < 1:
+            raise PixelwiseError(f"smooth must lie in [0, 1) (the weight of the previous frames), got {smooth!r}")
+        own = isinstance(source, (str, int, Path))
+        video = VideoSource(str(source)) if own else source
+        if batch is None:
+            batch = 1 if getattr(video, "live", False) else 4
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise PixelwiseError(f"batch must be a positive number of frames, got {batch!r}")
+        state: list[torch.Tensor | None] = [None]
+
+        def run(pending) -> list[VideoFrame]:
+            done = []
+            with torch.inference_mode():  # not across a yield: the caller's code runs outside it
+                out = self.outputs(torch.cat([self.normalize(image) for _, image in pending]))
+                for j, (index, image) in enumerate(pending):
+                    one = {k: v[j] for k, v in out.items()}
+                    if smooth:
+                        p = self.task.probabilities(one["out"])
+                        state[0] = p if state[0] is None else smooth * state[0] + (1 - smooth) * p
+                        one["out"] = self.task.scores(state[0])
+                    done.append(VideoFrame(index, image, self.task.decode(one)))
+            return done
+
+        try:
+            pending: list[tuple[int, np.ndarray]] = []
+            for index, frame in enumerate(video):
+                if index % every:
+                    continue
+                image = self.check_image(frame, f"frame {index}")
+                if pending and image.shape != pending[0][1].shape:  # a stream that changes size mid-way
+                    yield from run(pending)
+                    pending = []
+                pending.append((index, image))
+                if len(pending) == batch:
+                    yield from run(pending)
+                    pending = []
+            if pending:
+                yield from run(pending)
+        finally:
+            if own:
+                video.close()
 
     @torch.inference_mode()
     def iter_rows(self, image: np.ndarray) -> Iterator[tuple[int, int, Prediction]]:
