@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ["fcn8s", "unet", "segnet_basic", "segnet", "deeplabv1", "deeplabv2", "deeplabv3", "deeplabv3plus",
-            "fastfcn", "segmenter"]
+            "fastfcn", "segmenter", "lraspp", "fastscnn", "bisenetv2", "ddrnet", "pidnet"]
 
 
 def run(cmd: list[str]) -> None:
