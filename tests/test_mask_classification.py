@@ -138,6 +138,31 @@ def test_loss_decreases_and_inference_recovers_the_map():
         assert (pred[valid] == semantic[i][valid]).float().mean() > 0.9
 
 
+def test_capped_points_never_exceed_the_mask_map(monkeypatch):
+    """cap_points (what the tasks train with): at most h * w points per mask, in the loss and the matcher; the
+    default keeps the reference's 12544 for the parity above."""
+    from pixelwise.mask_classification import loss as loss_module, matcher as matcher_module
+    from pixelwise.tasks.panoptic.loss import PanopticMaskLoss
+    from pixelwise.tasks.semantic.loss import SemanticMaskLoss
+
+    drawn = {"loss": [], "matcher": []}
+    real_uncertain, real_random = loss_module.uncertain_points, matcher_module.random_points
+    monkeypatch.setattr(loss_module, "uncertain_points",
+                        lambda logits, k, *a: drawn["loss"].append(k) or real_uncertain(logits, k, *a))
+    monkeypatch.setattr(matcher_module, "random_points",
+                        lambda count, k, extent: drawn["matcher"].append(k) or real_random(count, k, extent))
+    layers, semantic = random_case(3)
+    targets = segments_from_batch(semantic)
+    capped = MaskClassificationLoss(C, cap_points=True)(layers[0], targets)
+    assert set(drawn["loss"]) == {LOW * LOW} and set(drawn["matcher"]) == {LOW * LOW}
+    drawn["loss"].clear(), drawn["matcher"].clear()
+    plain = MaskClassificationLoss(C)(layers[0], targets)
+    assert set(drawn["loss"]) == {12544} and set(drawn["matcher"]) == {12544}
+    # the same criterion on fewer points: close to the full count's value on these smooth block masks
+    assert torch.isfinite(capped) and abs(capped.item() - plain.item()) < 0.1 * plain.item()
+    assert SemanticMaskLoss(C).loss.cap_points and PanopticMaskLoss(C, [0]).loss.cap_points
+
+
 def test_void_costs_nothing():
     """Target content on void pixels, and predictions wholly over void, do not change the loss."""
     (outputs,), semantic = random_case(4)

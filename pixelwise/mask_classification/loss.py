@@ -12,8 +12,12 @@ the same again on every "aux_outputs" layer (deep supervision).
 Parity: with targets that have no void and cover the whole padded input, `losses` equals transformers'
 `Mask2FormerLoss` (same keys: "loss_cross_entropy", "loss_mask", "loss_dice", then "_0", "_1", ... per auxiliary
 layer) under the same torch seed: the points are drawn by the same `torch.rand` calls in the same order.
-Departure: void (255) and padding cost nothing (see `pixelwise.mask_classification.points`); the reference has
-no void and treats padding as background of every mask.
+Departures: void (255) and padding cost nothing (see `pixelwise.mask_classification.points`); the reference has
+no void and treats padding as background of every mask. With `cap_points=True` (what the tasks train with) K is
+at most the mask map's pixel count h * w, in the loss and in the matcher: the paper's K = 12544 = 112^2 suits its
+1/4-resolution maps of 512-1024 px crops (65k+ pixels, K about a fifth of them), while a 128-px crop's 32x32 map
+would be read 12 times over through bilinear interpolation at 12x the cost; the default (False) keeps the
+reference's K for the parity tests.
 """
 from __future__ import annotations
 
@@ -69,7 +73,8 @@ class MaskClassificationLoss(nn.Module):
 
     def __init__(self, num_classes: int, class_weight: float = 2.0, mask_weight: float = 5.0,
                  dice_weight: float = 5.0, eos_coef: float = 0.1, num_points: int = 12544,
-                 oversample_ratio: float = 3.0, importance_sample_ratio: float = 0.75, mask_stride: int = 4):
+                 oversample_ratio: float = 3.0, importance_sample_ratio: float = 0.75, mask_stride: int = 4,
+                 cap_points: bool = False):
         super().__init__()
         if not 0.0 <= importance_sample_ratio <= 1.0:
             raise ModelError(f"importance_sample_ratio: expected a value in [0, 1], got {importance_sample_ratio}")
@@ -77,7 +82,8 @@ class MaskClassificationLoss(nn.Module):
         self.weights = {"loss_cross_entropy": class_weight, "loss_mask": mask_weight, "loss_dice": dice_weight}
         self.num_points, self.oversample_ratio = num_points, oversample_ratio
         self.importance_sample_ratio, self.mask_stride = importance_sample_ratio, mask_stride
-        self.matcher = HungarianMatcher(class_weight, mask_weight, dice_weight, num_points)
+        self.cap_points = cap_points
+        self.matcher = HungarianMatcher(class_weight, mask_weight, dice_weight, num_points, cap_points)
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
         self.register_buffer("empty_weight", empty_weight)
@@ -140,7 +146,8 @@ class MaskClassificationLoss(nn.Module):
             full = [t.valid if t.valid is not None else torch.ones_like(truth[:1]) for t in targets]
             valid = torch.cat([full[i] for i in batch.tolist()])
         with torch.no_grad():
-            points = uncertain_points(pred, self.num_points, self.oversample_ratio, self.importance_sample_ratio,
+            k = min(self.num_points, pred.shape[-2] * pred.shape[-1]) if self.cap_points else self.num_points
+            points = uncertain_points(pred, k, self.oversample_ratio, self.importance_sample_ratio,
                                       extent, valid)
             labels, weights = sample_labels(truth, valid, points)
         point_logits = point_sample(pred, points)[:, 0]

@@ -54,15 +54,15 @@ class HungarianMatcher(nn.Module):
     with K' = min(Q, K), target_idx sorted as scipy returns it.
 
     Points: where `points` is None each image draws `torch.rand(1, num_points, 2)` (scaled to its un-padded
-    extent), the reference's call in its order, so seeding torch identically reproduces transformers'
+    extent; with cap_points at most h * w points, see `loss.MaskClassificationLoss`), the reference's call in its order, so seeding torch identically reproduces transformers'
     matcher; or the caller passes them.
     """
 
     def __init__(self, class_weight: float = 2.0, mask_weight: float = 5.0, dice_weight: float = 5.0,
-                 num_points: int = 12544):
+                 num_points: int = 12544, cap_points: bool = False):
         super().__init__()
         self.class_weight, self.mask_weight, self.dice_weight = class_weight, mask_weight, dice_weight
-        self.num_points = num_points
+        self.num_points, self.cap_points = num_points, cap_points
 
     @torch.no_grad()
     def forward(self, pred_logits: torch.Tensor, pred_masks: torch.Tensor, targets: list[PointTargets],
@@ -75,7 +75,8 @@ class HungarianMatcher(nn.Module):
                 continue
             probs = pred_logits[i].float().softmax(-1)
             cost_class = -probs[:, t.labels]
-            pts = points[i] if points is not None else random_points(1, self.num_points, t.extent)
+            k = min(self.num_points, pred_masks.shape[-2] * pred_masks.shape[-1]) if self.cap_points else self.num_points
+            pts = points[i] if points is not None else random_points(1, k, t.extent)
             masks = pred_masks[i].float()[:, None]
             pred = point_sample(masks, pts.expand(len(masks), -1, -1))[:, 0]
             labels, weights = sample_labels(t.masks, t.valid, pts.expand(len(t.masks), -1, -1))

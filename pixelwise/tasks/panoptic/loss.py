@@ -45,7 +45,7 @@ class PanopticMaskLoss(nn.Module):
 
     def __init__(self, num_classes: int, things):
         super().__init__()
-        self.loss, self.things = MaskClassificationLoss(num_classes), [int(t) for t in things]
+        self.loss, self.things = MaskClassificationLoss(num_classes, cap_points=True), [int(t) for t in things]
 
     def forward(self, out: dict, targets: dict) -> torch.Tensor:
         return self.loss(widen(out), segments_from_batch(targets["semantic"], targets["instances"], self.things))

@@ -42,7 +42,7 @@ class SemanticMaskLoss(nn.Module):
 
     def __init__(self, num_classes: int):
         super().__init__()
-        self.loss = MaskClassificationLoss(num_classes)
+        self.loss = MaskClassificationLoss(num_classes, cap_points=True)
 
     def forward(self, out: dict, target: torch.Tensor) -> torch.Tensor:
         return self.loss(widen(out), segments_from_batch(target))
