@@ -140,6 +140,32 @@ def data_check(spec: str, splits: tuple[str, ...], weights: bool, json_out: str 
         sys.exit(1)
 
 
+@data.command("show")
+@click.argument("spec")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
+@click.option("--split", default=None, help="Split to draw from (default: train, else all).")
+@click.option("--count", default=12, show_default=True, type=click.IntRange(1, 400), help="Images in the grid.")
+@click.option("--columns", default=4, show_default=True, type=click.IntRange(1, 40))
+@click.option("--cell", default=256, show_default=True, type=click.IntRange(32, 2048),
+              help="Each image is scaled to fit a CELL x CELL box.")
+@click.option("--seed", default=None, type=int, help="Pick images at random with this seed (default: evenly spaced).")
+@click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Mask opacity.")
+def data_show(spec: str, out: str, split: str | None, count: int, columns: int, cell: int, seed: int | None,
+              alpha: float) -> None:
+    """Draw a grid of a dataset's images with their masks overlaid and the legend: FORMAT:ROOT --out grid.png."""
+    from pixelwise.data.show import pick_samples
+    from pixelwise.viz import dataset_grid, save_png
+
+    picked = pick_samples(spec, split, count, seed)
+    for message in picked.skipped:
+        click.echo(f"skipped {message}", err=True)
+    if not picked.samples:
+        raise PixelwiseError(f"{spec}: none of the {len(picked.skipped)} images picked could be read")
+    save_png(out, dataset_grid(picked.samples, picked.classes, picked.palette, columns, cell, alpha))
+    click.echo(f"wrote {out}: {len(picked.samples)} images of {picked.name}"
+               + ("" if picked.class_list else " (no class list: classes named by label value)"))
+
+
 def _band_stats(spec: str, split: str, recipe: str | None) -> str:
     from pixelwise.config import load_config
     from pixelwise.engine.inputs import stats_lines

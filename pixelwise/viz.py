@@ -75,3 +75,70 @@ def plot_confusion(mat: np.ndarray, classes: list[str], out: str | Path) -> Path
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return Path(out)
+
+
+def display_rgb(image: np.ndarray, band_names=None) -> np.ndarray:
+    """Any dataset image -> uint8 (H, W, 3) to look at: RGB as it is, a raster's red/green/blue bands (or its
+    first three) stretched as `BandSpec.composite` does, one band as grey."""
+    from pixelwise.data.bands import BandSpec
+
+    if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+        return image
+    bands = 1 if image.ndim == 2 else image.shape[2]
+    names = band_names if band_names and len(band_names) == bands else None
+    return BandSpec.build(names, bands, image.dtype, where="image").composite(image)
+
+
+def truth_overlay(sample, palette, alpha: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """A Sample's truth drawn over its image -> (uint8 (H, W, 3), class ids shown).
+
+    semantic map: the class colours; instances: each object in its class colour with a white outline, so
+    touching objects stay apart; multi-label class masks: every present class blended in turn (overlaps mix)."""
+    raster = sample.meta.get("raster") or {}
+    image = display_rgb(np.asarray(sample.image), raster.get("band_names"))
+    if sample.instances is not None and len(sample.instances):
+        out = overlay(image, sample.semantic, palette, alpha) if sample.semantic is not None else image.copy()
+        for mask, cls in zip(sample.instances.masks, sample.instances.class_ids):
+            colour = np.asarray(palette[int(cls)] if int(cls) < len(palette) else (255, 255, 255), np.float32)
+            out[mask] = ((1 - alpha) * out[mask] + alpha * colour).astype(np.uint8)
+            inner = mask.copy()
+            inner[1:-1, 1:-1] = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+            out[mask & ~inner] = 255
+        return out, np.unique(sample.instances.class_ids)
+    if sample.class_masks is not None:
+        out = image.copy()
+        present = []
+        for c, mask in enumerate(np.asarray(sample.class_masks) == 1):
+            if mask.any():
+                out = overlay(out, np.where(mask, c, IGNORE_INDEX), palette, alpha)
+                present.append(c)
+        return out, np.asarray(present, np.int64)
+    if sample.semantic is not None:
+        ids = np.unique(sample.semantic)
+        return overlay(image, sample.semantic, palette, alpha), ids[ids != IGNORE_INDEX]
+    return image, np.zeros(0, np.int64)
+
+
+def dataset_grid(samples, classes: list[str], palette, columns: int = 4, cell: int = 256,
+                 alpha: float = 0.5) -> np.ndarray:
+    """Samples -> one uint8 (H, W, 3) sheet: each image with its truth overlaid (`truth_overlay`), scaled to
+    fit a `cell` x `cell` box, its name underneath, and a legend of the classes shown on the right."""
+    font = ImageFont.load_default()
+    caption = 14
+    samples = list(samples)
+    rows = max(1, -(-len(samples) // columns))
+    cols = max(1, min(columns, len(samples)))
+    sheet = Image.new("RGB", (cols * cell, rows * (cell + caption)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    shown: set[int] = set()
+    for k, sample in enumerate(samples):
+        picture, ids = truth_overlay(sample, palette, alpha)
+        shown.update(int(i) for i in ids)
+        thumb = Image.fromarray(picture)
+        thumb.thumbnail((cell, cell), Image.Resampling.NEAREST)
+        x, y = (k % cols) * cell, (k // cols) * (cell + caption)
+        top = y + (cell - thumb.height) // 2
+        sheet.paste(thumb, (x + (cell - thumb.width) // 2, top))
+        name = str(sample.name or k)[:max(4, cell // 6 - 1)]  # the default font is 6 px a character
+        draw.text((x + 4, top + thumb.height + 1), name, fill=(0, 0, 0), font=font)
+    return add_legend(np.asarray(sheet), classes, palette, present=np.asarray(sorted(shown), np.int64))

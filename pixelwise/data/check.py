@@ -1,8 +1,11 @@
 """The dataset linter behind `pixelwise data check FORMAT:ROOT [--split ...] [--weights]`.
 
 `check_dataset` opens each split, loads every record and never stops at the first problem: unreadable or
-truncated files, images without masks, mask/image size mismatches and label values out of range all end up in
-`CheckReport.problems` (file, message). Alongside it gathers image counts, the image size distribution, the
+truncated files, images without masks (and masks without images), a missing class list, mask/image size
+mismatches and label values out of range all end up in `CheckReport.problems` (file, message). A reader that
+takes `lint=True` (the folder format) lists what it would stop at in `dataset.problems` and opens the rest.
+Without a class list the label values found are reported with a classes.txt to start from
+(`CheckReport.suggested_classes`). Alongside it gathers image counts, the image size distribution, the
 label values seen and the class histogram (pixel counts and shares of all pixels, void included).
 
 Class weights (`weights=True`), counted over labelled (non-void) pixels; a class never seen gets weight 0:
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pixelwise.data.formats import open_dataset
+from pixelwise.data.formats import FORMATS, open_dataset, parse_spec
 from pixelwise.constants import IGNORE_INDEX
 from pixelwise.errors import DataError
 
@@ -78,20 +81,37 @@ class CheckReport:
     classes: list[str] = field(default_factory=list)
     splits: list[SplitReport] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    class_list: bool = True  # False: the dataset has no class list (names below are placeholders)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def suggested_classes(self) -> list[str]:
+        """Without a class list: a name per label value 0..(largest value found), to edit into classes.txt."""
+        if self.class_list:
+            return []
+        values = {v for s in self.splits for v in s.label_values if v != IGNORE_INDEX}
+        return [f"class_{v}" for v in range(max(values) + 1)] if values else []
+
     def to_dict(self) -> dict:
-        return {"spec": self.spec, "ok": self.ok, "classes": self.classes,
+        return {"spec": self.spec, "ok": self.ok, "classes": self.classes, "class_list": self.class_list,
+                "suggested_classes": self.suggested_classes,
                 "splits": [s.to_dict(self.classes) for s in self.splits],
                 "problems": [vars(p) for p in self.problems]}
 
     def to_text(self, max_problems: int = 50) -> str:
-        lines = [f"dataset {self.spec}: {len(self.classes)} classes"]
+        lines = [f"dataset {self.spec}: " + (f"{len(self.classes)} classes" if self.class_list else
+                                             "no class list (class names below are placeholders)")]
         for s in self.splits:
             lines += _split_text(s, self.classes)
+        if not self.class_list:
+            values = sorted({v for s in self.splits for v in s.label_values})
+            lines += ["", f"label values found: {_ranges(values)}"
+                      + (f" ({IGNORE_INDEX} = void)" if IGNORE_INDEX in values else ""),
+                      "a classes.txt to start from (line i names label value i; rename each line):"]
+            lines += [f"  {name}" for name in self.suggested_classes] or ["  (no label values found)"]
         lines.append("")
         if self.ok:
             lines.append("OK: no problems found")
@@ -167,7 +187,8 @@ def _problem(split: str, exc: Exception, record) -> Problem:
 
 
 def _check_split(spec: str, split: str, ds, weights: bool, problems: list[Problem]) -> SplitReport:
-    n = ds.num_classes
+    n = ds.num_classes or IGNORE_INDEX  # no class list: every value below void counts as a label
+    problems += [Problem(split, file, message) for file, message in ds.problems]
     report = SplitReport(split, num_images=len(ds))
     counts, present = np.zeros(n, np.int64), np.zeros(n, np.int64)
     values = np.zeros(256, np.int64)
@@ -197,6 +218,9 @@ def _check_split(spec: str, split: str, ds, weights: bool, problems: list[Proble
         counts += labelled
         present[labelled > 0] += labelled.sum()
         report.num_read += 1
+    if not ds.num_classes:  # placeholders up to the largest value found
+        seen = np.flatnonzero(counts)
+        counts, present = (a[:seen.max() + 1 if len(seen) else 0] for a in (counts, present))
     report.pixel_counts = counts.tolist()
     report.void_pixels = int(values[IGNORE_INDEX])
     report.label_values = {int(v): int(values[v]) for v in np.flatnonzero(values)}
@@ -212,6 +236,8 @@ def check_dataset(spec: str, splits: list[str] | None = None, weights: bool = Fa
     weights: also compute class weights. options: passed to the format reader (e.g. classes=[...]).
     """
     report = CheckReport(spec)
+    if _takes_lint(spec):
+        options = {"lint": True, **options}
     opened, failures = [], []
     for split in splits or PROBE_SPLITS:
         try:
@@ -228,7 +254,25 @@ def check_dataset(spec: str, splits: list[str] | None = None, weights: bool = Fa
             pass
     if splits or not opened:  # splits asked for by name must open; with none asked, missing ones are fine
         report.problems += failures[:1] if not splits else failures
+    seen: set[tuple[str, str]] = set()
     for split, ds in opened:
-        report.classes = report.classes or list(ds.classes)
+        ds.problems = [p for p in ds.problems if p not in seen]  # a missing class list is one problem, not one per split
+        seen.update(ds.problems)
+        report.class_list = report.class_list and bool(ds.classes)
         report.splits.append(_check_split(spec, split, ds, weights, report.problems))
+    if not report.class_list:
+        report.classes = report.suggested_classes
+    else:
+        report.classes = next((list(ds.classes) for _, ds in opened), [])
     return report
+
+
+def _takes_lint(spec: str) -> bool:
+    """Whether the reader of FORMAT:ROOT has the linter's mode (`lint=True`)."""
+    import inspect
+
+    try:
+        fmt, _ = parse_spec(spec)
+    except DataError:
+        return False
+    return "lint" in inspect.signature(FORMATS[fmt]).parameters

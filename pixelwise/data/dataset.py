@@ -25,6 +25,8 @@ class SegmentationDataset(Dataset):
     classes: class names, index = label value. palette: an RGB colour per class.
     name: e.g. "camvid:/data/camvid [train]", used in messages.
     things: ids of countable classes (instance/panoptic tasks); empty for purely semantic data.
+    problems: (file, message) pairs a reader opened with `lint=True` left out instead of raising (images
+    without masks, a missing class list); the dataset linter reports them. Empty otherwise.
     """
 
     records: Sequence[Any]
@@ -33,6 +35,7 @@ class SegmentationDataset(Dataset):
     palette: list[Color] = field(default_factory=list)
     name: str = ""
     things: list[int] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         duplicates = sorted({c for c in self.classes if list(self.classes).count(c) > 1})
@@ -56,7 +59,7 @@ class SegmentationDataset(Dataset):
     def subset(self, indices: Sequence[int]) -> "SegmentationDataset":
         """The same dataset restricted to some records (for splitting a set that ships no split)."""
         return SegmentationDataset([self.records[i] for i in indices], self.load, self.classes,
-                                   self.palette, self.name, self.things)
+                                   self.palette, self.name, self.things, list(self.problems))
 
 
 class TransformedDataset(Dataset):

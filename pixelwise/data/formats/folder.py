@@ -19,6 +19,9 @@ else 'all' and 'train' give every pair (a set without split information is train
 is a DataError. 'all' always gives every pair under ROOT.
 Options: classes=[...], palette=[...], mask_suffix='_mask' (mask stem = image stem + suffix),
 remap={raw: label} (e.g. ISBI membranes: remap={255: 1}, classes=['membrane', 'cell']).
+lint=True (what `pixelwise data check` opens with): images without masks, masks without images and a missing
+classes.txt are listed in `dataset.problems` instead of stopping the reader; without a class list every value
+0..254 reads as a label (the linter then reports the values found and a classes.txt to start from).
 """
 from __future__ import annotations
 
@@ -80,11 +83,14 @@ def _class_masks(mask_dir: Path, classes: list[str], suffix: str) -> dict[str, d
 
 
 def find_pairs(root: Path, split: str, mask_suffix: str = "", class_names: list[str] | None = None,
-               suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[tuple[Path, Path | dict, dict]]:
+               suffixes: tuple[str, ...] = IMAGE_SUFFIXES,
+               problems: list[tuple[str, str]] | None = None) -> list[tuple[Path, Path | dict, dict]]:
     """(image, mask, meta) for a split of the folder layout above; DataError on any image without a mask.
     With `class_names` (the multi-label layout) the mask is {class: mask path} of the classes it shows.
     `suffixes`: the image and mask files listed (the folder format adds .npy: DATASET_SUFFIXES; colormask,
-    which decodes with PIL only, keeps the default)."""
+    which decodes with PIL only, keeps the default).
+    `problems`: when given (the linter), an image without a mask and a mask without an image are appended
+    to it as (file, message) and left out, instead of stopping at the first."""
     if split != "all" and (root / split).is_dir() and _pair_dirs(root / split):
         groups, keep = [(root / split, "")], None
     else:
@@ -106,15 +112,24 @@ def find_pairs(root: Path, split: str, mask_suffix: str = "", class_names: list[
         else:  # a .png mask wins over another file with the same stem (sorted last, so it overwrites)
             listed = sorted(list_files(mask_dir, suffixes), key=lambda p: p.suffix.lower() == ".png")
             masks = {p.stem: p for p in listed}
-        for image in list_files(image_dir, suffixes):
+        images = list_files(image_dir, suffixes)
+        for image in images:
             key = f"{group}/{image.stem}" if group else image.stem
             if keep is not None and key not in keep and image.stem not in keep:
                 continue
             mask = masks.get(image.stem if class_names is not None else image.stem + mask_suffix)
             if mask is None:
                 where = mask_dir / "CLASS" if class_names is not None else mask_dir
-                raise DataError(f"{image}: image has no mask (expected {where / (image.stem + mask_suffix)}.png)")
+                message = f"image has no mask (expected {where / (image.stem + mask_suffix)}.png)"
+                if problems is None:
+                    raise DataError(f"{image}: {message}")
+                problems.append((str(image), message))
+                continue
             pairs.append((image, mask, {"group": group} if group else {}))
+        if problems is not None and class_names is None and keep is None:
+            stems = {image.stem + mask_suffix for image in images}
+            problems += [(str(m), f"mask has no image in {image_dir}")
+                         for stem, m in sorted(masks.items()) if stem not in stems]
     if keep is not None:
         found = {f"{m.get('group')}/{i.stem}" if m else i.stem for i, _, m in pairs} | {i.stem for i, _, _ in pairs}
         missing = sorted(keep - found)
@@ -180,9 +195,10 @@ def _checked_remap(root: Path, remap, num_classes: int) -> dict[int, int]:
 
 
 def open_folder(root: Path, split: str, classes: list[str] | None = None, palette=None,
-                mask_suffix: str = "", remap: dict[int, int] | None = None) -> SegmentationDataset:
+                mask_suffix: str = "", remap: dict[int, int] | None = None, lint: bool = False) -> SegmentationDataset:
     """Read the folder layout (see the module docstring)."""
     root = Path(root)
+    problems: list[tuple[str, str]] | None = [] if lint else None
     mask_dir = _multilabel_root(root, split) if root.is_dir() else None
     per_class = class_folders(mask_dir) if mask_dir is not None else []
     if per_class:
@@ -194,10 +210,18 @@ def open_folder(root: Path, split: str, classes: list[str] | None = None, palett
         unknown = sorted(set(per_class) - set(classes))
         if unknown:
             raise DataError(f"{mask_dir}: class folder(s) {', '.join(unknown)} are not in the class list {classes}")
-        pairs = find_pairs(root, split, mask_suffix, class_names=classes, suffixes=DATASET_SUFFIXES)
+        pairs = find_pairs(root, split, mask_suffix, class_names=classes, suffixes=DATASET_SUFFIXES,
+                           problems=problems)
         return SegmentationDataset(pairs, partial(_load_class_masks, classes), classes,
-                                   [tuple(c) for c in palette or []], name=f"folder:{root} [{split}]")
+                                   [tuple(c) for c in palette or []], name=f"folder:{root} [{split}]",
+                                   problems=problems or [])
     where = f"{root}: option classes"
+    if classes is None and lint and not (root / "classes.txt").is_file():
+        problems.append((str(root / "classes.txt"), "no class list (one class name per line, line i names label "
+                                                    "value i); pass classes=[...] or write one"))
+        pairs = find_pairs(root, split, mask_suffix, suffixes=DATASET_SUFFIXES, problems=problems)
+        load = partial(_load_pair, identity_lut(IGNORE_INDEX), f"0..{IGNORE_INDEX - 1}, {IGNORE_INDEX} = void")
+        return SegmentationDataset(pairs, load, [], [], name=f"folder:{root} [{split}]", problems=problems)
     if classes is None:
         if not (root / "classes.txt").is_file():
             raise DataError(f"{root}: no classes.txt (one class name per line); write one or pass classes=[...]")
@@ -207,7 +231,7 @@ def open_folder(root: Path, split: str, classes: list[str] | None = None, palett
     if len(classes) > IGNORE_INDEX:  # ids 0..254: 255 is the void label of every index mask
         raise DataError(f"{where}: {len(classes)} classes; index masks hold at most {IGNORE_INDEX} "
                         f"(ids 0..{IGNORE_INDEX - 1}, {IGNORE_INDEX} is void)")
-    pairs = find_pairs(root, split, mask_suffix, suffixes=DATASET_SUFFIXES)
+    pairs = find_pairs(root, split, mask_suffix, suffixes=DATASET_SUFFIXES, problems=problems)
     lut = identity_lut(len(classes))
     if remap:
         lut = label_lut({i: int(v) for i, v in enumerate(lut) if v >= 0} | _checked_remap(root, remap, len(classes)),
@@ -215,4 +239,4 @@ def open_folder(root: Path, split: str, classes: list[str] | None = None, palett
     expected = f"0..{len(classes) - 1}, 255 = void" + (f", remapped {remap}" if remap else "")
     load = partial(_load_pair, lut, expected)
     return SegmentationDataset(pairs, load, list(classes), [tuple(c) for c in palette or []],
-                               name=f"folder:{root} [{split}]")
+                               name=f"folder:{root} [{split}]", problems=problems or [])
