@@ -192,6 +192,12 @@ class TrainConfig:
     init_from: str | None = None          # a saved model directory to start from (fine-tuning)
     border_weight: BorderWeight | None = None  # the U-Net weight map on the cross-entropy (semantic task)
     log_every: int = checked(10, lo=1)
+    # experiment tracking (pixelwise.engine.tracking; pip install 'pixelwise[track]'): any of tensorboard (RUN/tb),
+    # mlflow (tracking_uri, else MLFLOW_TRACKING_URI, else a SQLite store in RUN/mlruns); [] = off
+    log_to: list[str] = checked(choices=("tensorboard", "mlflow"), default_factory=list)
+    tracking_uri: str | None = None       # the MLflow tracking URI (a server, sqlite:///..., databricks)
+    tracking_experiment: str = "pixelwise"  # the MLflow experiment the run goes into
+    tracking_images: int = checked(4, lo=0, hi=64)  # validation overlays (image | truth | prediction) per validation
 
 
 @dataclass
@@ -311,9 +317,10 @@ def _items(value) -> list:
 def _check_field(key: str, value, rule) -> None:
     """The range or choices of a `checked` field, for its value or each of its items."""
     if rule.get("choices") is not None:
-        if value is not None and value not in rule["choices"]:
-            raise ConfigError(f"config key '{_printable(key)}': {_shown(value)} is not one of "
-                              f"{', '.join(map(str, rule['choices']))}")
+        for item in value if isinstance(value, list) else [value]:  # a list: each of its items (train.log_to)
+            if item is not None and item not in rule["choices"]:
+                raise ConfigError(f"config key '{_printable(key)}': {_shown(item)} is not one of "
+                                  f"{', '.join(map(str, rule['choices']))}")
         return
     lo, hi = rule.get("lo"), rule.get("hi")
     for item in _items(value):

@@ -30,6 +30,7 @@ from pixelwise.data.formats import open_dataset
 from pixelwise.engine import autoamp, autocompile
 from pixelwise.engine import checkpoint as ckpt
 from pixelwise.engine import tune
+from pixelwise.engine import tracking
 from pixelwise.engine import distributed as ddp
 from pixelwise.engine.ema import ModelEMA
 from pixelwise.engine.evaluate import run_evaluation
@@ -156,6 +157,8 @@ class _Run:
     best_val: dict | None = None
     ema: ModelEMA | None = None
     init: InitReport | None = None
+    tracker: tracking.Trackers = field(default_factory=tracking.Trackers)  # rank 0's, when train.log_to asks
+    tracker_state: dict = field(default_factory=dict)  # the resumed session's tracking (its MLflow run id)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -337,6 +340,7 @@ def _resume(run: _Run) -> None:
     if run.ema is not None and "ema" in state:
         run.ema.load_state_dict(state["ema"])
     ckpt.set_rng_state(state["rng"])
+    run.tracker_state = state.get("tracking") or {}
     if run.info.main and "record" in state:  # the log says what the checkpoint holds, each epoch once
         rows = [r for r in read_jsonl(run.out / "metrics.jsonl") if r.get("epoch", 0) < state["record"]["epoch"]]
         rows = list({r["epoch"]: r for r in rows}.values()) + [state["record"]]
@@ -365,6 +369,7 @@ def _validate(run: _Run, epoch: int, record: dict, progress: bool) -> dict:
     predictor = Predictor(run.eval_model, config, run.info.device, task=run.task, fastpath=False)
     scores = run_evaluation(predictor, run.val_ds, rank=run.info.rank, world=run.info.world, full=False,
                             progress=progress, reducer=ddp.reducer())
+    run.tracker.validation(predictor, run.val_ds, epoch)  # overlays, while the model is in eval mode
     run.model.train()
     record["val"] = {k: scores[k] for k in run.task.record_keys if k in scores}
     if _better(run.task, scores[run.task.best_key], run.best):
@@ -385,6 +390,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
     if info.main and not resume:
         _start_fresh(out)
     tune.check_candidates(cfg.infer.tta, cfg.infer.crf)  # a typo in infer: stops here, not after training
+    tracking.check_available(tc.log_to)  # a backend asked for but not installed: stops before training
     seed_everything(tc.seed + info.rank, tc.deterministic)
     run = _setup(cfg, out, info)
     cfg = run.cfg  # with the normalisation resolved
@@ -393,6 +399,9 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
     if info.main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
+        run.tracker = tracking.open_trackers(cfg, out, run.tracker_state, len(run.loader), run.classes,
+                                             run.task.best_key, run.start_epoch,
+                                             tqdm.write if progress else (lambda line: None))
         if progress and run.init is not None:
             tqdm.write(run.init.summary())
         if progress and run.amp_choice.get("asked") == "auto":
@@ -402,6 +411,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
     last_val, epoch = None, run.start_epoch - 1
     for epoch in range(run.start_epoch, tc.epochs):
         run.sampler.set_epoch(epoch)
+        run.tracker.begin_epoch(epoch)
         t0 = time.time()
         loss, images = _train_epoch(run, tc, info, desc=f"epoch {epoch + 1}/{tc.epochs}", progress=progress,
                                     clock=_Clock(run.scheduler.elapsed), frozen=epoch < tc.freeze_encoder_epochs)
@@ -415,11 +425,13 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
             last_val = _validate(run, epoch, record, progress)
         if info.main:
             state = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(), "epoch": epoch,
-                     "best": run.best, "best_epoch": run.best_epoch, "rng": ckpt.rng_state(), "record": record}
+                     "best": run.best, "best_epoch": run.best_epoch, "rng": ckpt.rng_state(), "record": record,
+                     "tracking": run.tracker.state()}
             if run.ema is not None:
                 state["ema"] = run.ema.state_dict()
             _save(run, out / "last", epoch + 1, last_val, train_state=state, model=run.model)
             append_jsonl(out / "metrics.jsonl", record)
+            run.tracker.epoch_end(record)
             plot_curves(read_jsonl(out / "metrics.jsonl"), out / "training_curves.png")
             if progress:
                 summary = f"  {run.task.summary(last_val)}" if "val" in record else ""
@@ -437,6 +449,8 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
         result = tune.tune(out / "best", run.val_ds, cfg.infer.tta, cfg.infer.crf, cfg.infer.min_gain,
                            cfg.infer.images, device=str(run.info.device), log=say)
         say(tune.summary(result))
+    if info.main:  # after tune: the logged model directory holds the stored inference setting
+        run.tracker.finish(out, run.task.best_key, run.best, epoch + 1)
     ddp.barrier()
     best = run.best if run.best is not None else float("nan")
     return TrainResult(out, best, run.best_epoch, epoch + 1, time.time() - t_start, last_val,
@@ -491,6 +505,7 @@ def _train_epoch(run: _Run, tc, info, desc: str, progress: bool, clock: _Clock,
         total += loss.item()
         count += 1
         seen += images.shape[0]
+        run.tracker.train_step(step, loss, optimizer.param_groups[0]["lr"], images.shape[0] * info.world)
         if scheduler.done:
             break  # time budget spent: end the epoch here, validate and save
         if progress and (step % tc.log_every == 0 or step + 1 == len(loader)):
