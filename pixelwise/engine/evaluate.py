@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from pixelwise.data.dataset import SegmentationDataset
+from pixelwise.engine.volumes import VolumeScores
 from pixelwise.errors import DataError
 from pixelwise.metrics.reduce import LOCAL, Reducer
 
@@ -30,9 +31,11 @@ def run_evaluation(predictor, dataset: SegmentationDataset, rank: int = 0, world
 
     on_image(index, sample, prediction, truth) sees each image (e.g. to keep per-image scores);
     full=False: the task's cheaper validation metric (see Task.metric). Samples are decoded in
-    `num_workers` DataLoader processes while the model runs."""
+    `num_workers` DataLoader processes while the model runs. With full=True in one process, slices of
+    volumes (meta["volume"]) are also scored per volume: scores["volumes"] (pixelwise.engine.volumes)."""
     task = predictor.task
     metric = task.metric(full)
+    volumes = VolumeScores(task.num_classes) if full and world == 1 else None
     indices = list(range(rank, len(dataset), world))
     loader = DataLoader(Subset(dataset, indices), batch_size=None, shuffle=False, num_workers=num_workers,
                         collate_fn=_identity)
@@ -41,10 +44,13 @@ def run_evaluation(predictor, dataset: SegmentationDataset, rank: int = 0, world
         pred = predictor.predict(sample.image)
         truth = task.truth(sample)
         metric.update(pred, truth)
+        if volumes is not None:
+            volumes.update(sample, pred, truth)
         if on_image is not None:
             on_image(index, sample, pred, truth)
     metric.all_reduce(reducer)
-    return metric.compute()
+    per_volume = volumes.compute() if volumes is not None else {}
+    return {**metric.compute(), **({"volumes": per_volume} if per_volume else {})}
 
 
 def evaluate(model_or_dir, dataset, split: str = "val", device: str | None = None, precision: str = "fp32",

@@ -192,3 +192,6 @@ FORMATS.update({
     "coco-panoptic": coco.open_coco_panoptic,
     "dsb": dsb.open_dsb,
 })
+from pixelwise.data.formats import dicom, nifti  # noqa: E402  (volumes: nibabel / pydicom imported on use)
+
+FORMATS.update({"nifti": nifti.open_nifti, "dicom": dicom.open_dicom})
