@@ -345,6 +345,10 @@ def eval_cmd(ctx: click.Context, model_dir: str | None, task_name: str | None, p
     else:
         scores = evaluate(predictor, dataset, progress=True)
     click.echo(predictor.task.table(scores))
+    if scores.get("volumes"):  # slices of volumes (nifti:, dicom:): per-volume Dice and HD95
+        from pixelwise.engine.volumes import volume_table
+
+        click.echo(volume_table(scores["volumes"], list(predictor.classes)))
     write_json(json_out, scores)
     if report_dir:
         click.echo(f"report: {path}")
@@ -413,6 +417,47 @@ def predict_video_command(predictor, source: str, out: str, formats, overlay: bo
                   else ""))
 
 
+def predict_volumes_command(predictor, items: tuple[str, ...], out: str, window: str | None, batch: int | None,
+                            overwrite: bool) -> None:
+    """`pixelwise predict MODEL_DIR scan.nii.gz ...`: each volume into --out/NAME.nii.gz; one line each."""
+    from pixelwise.inference.volume import is_volume, predict_volume_file, volume_setting
+
+    others = [item for item in items if not is_volume(item)]
+    if others:
+        raise click.UsageError(f"volumes are predicted on their own: {others[0]} is not a .nii/.nii.gz file nor "
+                               "a DICOM series folder")
+    setting = volume_setting(predictor.config, window)
+    click.echo(f"running: {predictor.describe()}; window {setting.window.spelling()}, axis {setting.axis} "
+               f"(from {setting.source})", err=True)
+    for item in items:
+        result = predict_volume_file(predictor, item, out, setting, batch=batch, overwrite=overwrite)
+        click.echo(f"skipped {item}: {result.path} exists (--overwrite predicts again)" if result.skipped else
+                   f"wrote {result.path} ({'x'.join(map(str, result.shape))} labels, the affine of {item})")
+
+
+def predict_ray_command(ctx: click.Context, model_dir: str, images: tuple[str, ...], out: str, formats, overlay: bool,
+                        overwrite: bool, address: str, workers: int, cpus: float, gpus: float, options: dict) -> None:
+    """`pixelwise predict ... --ray [ADDRESS]`: images (local or URIs) on Ray actors; one summary line."""
+    from pixelwise.inference.predictor import STORED
+    from pixelwise.inference.raypredict import predict_ray
+    from pixelwise.inference.video import is_video
+
+    refuse(ctx, ("workers", "every", "smooth", "batch"), "does not apply with --ray (the actors read image files: "
+           "--ray-workers, --ray-cpus; a video is predicted without --ray)")
+    refuse(ctx, ("device",), "does not apply with --ray (the actors run on the GPU with --ray-gpus > 0, else the CPU)")
+    if any(is_video(item.split("://", 1)[-1]) for item in images):
+        raise click.UsageError("--ray predicts image files; a video, stream or camera is predicted without --ray")
+    options = {**options, "tta": options["tta"] or STORED, "crf": options["crf"] or STORED}
+    result = predict_ray(model_dir, images, out, formats, overlay=overlay, overwrite=overwrite,
+                         address=None if address == "local" else address, num_workers=workers,
+                         num_cpus_per_worker=cpus, num_gpus_per_worker=gpus, options=options)
+    click.echo(f"wrote {len(result.written)} predictions to {out} on Ray ({workers} workers)"
+               + (f"; skipped {len(result.skipped)} already done" if result.skipped else "")
+               + (f"; {len(result.failed)} failed" if result.failed else ""))
+    if result.failed:
+        sys.exit(1)
+
+
 @cli.command()
 @click.argument("model_dir", type=click.Path())
 @click.argument("images", nargs=-1, required=True)
@@ -428,28 +473,67 @@ def predict_video_command(predictor, source: str, out: str, formats, overlay: bo
                    "instance: coco (instances.json); multilabel: png (a mask per class), npy, rle.")
 @click.option("--overwrite", is_flag=True, help="Predict again images whose outputs exist (default: skip them).")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0), help="Image-decoding processes.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+              help="Predict on a pool of Ray Data actors, one model each (pixelwise[ray]): alone, a local Ray here; "
+                   "auto: the cluster this node joined (`ray start`); ray://HOST:10001: through Ray Client. Inputs may "
+                   "be URIs pyarrow reads (s3://bucket/prefix/*.png); every node must share --out. Give it after "
+                   "the images (or with an ADDRESS).")
+@click.option("--ray-workers", default=2, show_default=True, type=click.IntRange(min=1), help="Ray: actors.")
+@click.option("--ray-cpus", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Ray: CPUs per actor (its torch threads).")
+@click.option("--ray-gpus", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Ray: GPUs per actor (> 0: the actors predict on the GPU).")
 @click.option("--every", default=1, show_default=True, type=click.IntRange(min=1),
               help="Video: predict every N-th frame (the written videos run at the source rate / N).")
 @click.option("--smooth", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Video: momentum of the moving average of class probabilities across frames; 0: off.")
 @click.option("--batch", "batch", default=None, type=click.IntRange(min=1),
-              help="Video: frames per forward call (default 4; 1 for a camera or stream).")
+              help="Video: frames per forward call (default 4; 1 for a camera or stream). Volume: slices per call "
+                   "(default 8).")
+@click.option("--window", default=None,
+              help="Volume input (.nii/.nii.gz, DICOM series folder): the intensity window of a model not trained "
+                   "on nifti:/dicom: data (percentile, ct_soft, ct_lung, ct_bone, ct_brain or C,W); a model that "
+                   "was takes its recipe's.")
 @click.option("--device", default=None)
 @inference_options
 @click.pass_context
 def predict(ctx: click.Context, model_dir: str, images: tuple[str, ...], out: str, overlay: bool,
             task_name: str | None, method: str | None, formats: tuple[str, ...], overwrite: bool, workers: int,
-            every: int, smooth: float, batch: int | None,
+            ray_address: str | None, ray_workers: int, ray_cpus: float, ray_gpus: float,
+            every: int, smooth: float, batch: int | None, window: str | None,
             device: str | None, precision: str, tile: int | None, overlap: float, tta: str | None, crf: str | None,
             task_options: tuple[str, ...]) -> None:
     """Predict images, folders or globs into --out, in the task's formats (and overlays); resumable.
 
     A video file (.mp4, .mkv, ...), a stream URL or a camera index (0) as the one input: writes the mask
     video (class ids, lossless FFV1 .mkv), with --overlay the overlay video (H.264 .mp4), with --format
-    per-frame files; Ctrl-C ends a live input cleanly. Needs pixelwise[video] (PyAV)."""
+    per-frame files; Ctrl-C ends a live input cleanly. Needs pixelwise[video] (PyAV).
+    A volume (.nii / .nii.gz, or a DICOM series folder): slice by slice into --out/NAME.nii.gz, a label
+    volume with the source's affine (pixelwise[medical])."""
     from pixelwise.inference.batch import predict_files
     from pixelwise.inference.video import is_video
+    from pixelwise.inference.volume import is_volume
 
+    if any(is_volume(item) for item in images):
+        refuse(ctx, ("overlay", "formats", "workers", "ray_address", "every", "smooth"),
+               "does not apply to volume input (written as a NIfTI label volume)")
+        if not model_dir.endswith(".onnx"):  # a window that cannot apply stops before the model loads
+            from pixelwise.inference.volume import volume_setting
+            from pixelwise.modeldir import read_model_config
+
+            volume_setting(read_model_config(model_dir), window)
+        predictor = build_predictor(model_dir, task_name, method, device, precision, tile, overlap, tta, crf,
+                                    task_options)
+        predict_volumes_command(predictor, images, out, window, batch, overwrite)
+        return
+    refuse(ctx, ("window",), "applies to volume input only (.nii / .nii.gz files, DICOM series folders)")
+    if ray_address is not None:
+        predict_ray_command(ctx, model_dir, images, out, formats, overlay, overwrite, ray_address, ray_workers,
+                            ray_cpus, ray_gpus, dict(precision=precision, tile=tile, overlap=overlap, tta=tta, crf=crf,
+                                                     task=task_name, task_options=parse_params(task_options)
+                                                     | ({"method": method} if method else {})))
+        return
+    refuse(ctx, ("ray_workers", "ray_cpus", "ray_gpus"), "needs --ray")
     if any(is_video(item) for item in images):
         if len(images) != 1:
             raise click.UsageError("a video, stream or camera is predicted on its own: give it as the one input")

@@ -68,6 +68,11 @@ def _check_outputs(paths: list[Path], writer) -> None:
                 raise DataError(f"{target}: this output would overwrite an input image; choose another --out")
 
 
+def done(writer, name: str) -> bool:
+    """True when every output `writer` writes for the image file `name` exists (a resumed run skips it)."""
+    return all(t.is_file() for t in writer.paths(name))
+
+
 def predict_files(predictor, paths: Sequence[str | Path], out_dir: str | Path, formats: Sequence[str] = (),
                   overlay: bool = False, overwrite: bool = False, num_workers: int = 2, progress: bool = True,
                   log: Callable[[str], None] | None = None) -> BatchResult:
@@ -84,7 +89,7 @@ def predict_files(predictor, paths: Sequence[str | Path], out_dir: str | Path, f
     result = BatchResult()
     todo = []
     for p in paths:
-        if not overwrite and all(t.is_file() for t in writer.paths(p.name)):
+        if not overwrite and done(writer, p.name):
             result.skipped.append(p)
         else:
             todo.append(p)
