@@ -36,6 +36,41 @@ def test_torchrun_two_processes_train_and_evaluate(tmp_path):
     assert single["confusion"] == best["metrics"]["confusion"]
 
 
+MULTI_NODE_RECIPE = RECIPE.replace("val_every: 1}", "val_every: 1, amp: auto, compile: auto}")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_meet_at_a_c10d_rendezvous_and_train_the_recipe_unchanged(tmp_path):
+    """docs/multinode.md's launch: one torchrun per node (--nnodes=2, --node-rank, c10d rendezvous at node 0),
+    here both on this host with one process each; a recipe with amp/compile "auto" runs as written (compile
+    is single-process only: auto becomes eager, said in the log) and rank 0 alone writes the shared run."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(MULTI_NODE_RECIPE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    endpoint = f"127.0.0.1:{_free_port()}"
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={rank}",
+                               "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
+                               "--rdzv-id=pixelwise-test", "-m", "pixelwise", "train", str(recipe), "--out",
+                               str(tmp_path / "run"), "--no-report"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for rank in (0, 1)]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs):
+        assert node.returncode == 0, err[-3000:]
+    assert "train.compile auto: eager (torch.compile is applied in single-process runs only" in outputs[0][0]
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert json.loads((tmp_path / "run" / "best" / "config.json").read_text())["metrics"]["miou"] >= 0
+
+
 def _nccl_worker(rank: int, world: int, init: str, out: str) -> None:
     """One NCCL rank: metrics kept on the CPU (as the evaluation loop keeps them) reduced through the
     engine's reducer, which must move them to this rank's GPU and back."""

@@ -40,6 +40,7 @@ from pixelwise.engine.inputs import preprocessing as input_preprocessing
 from pixelwise.engine.logging import append_jsonl, plot_curves, read_jsonl, write_jsonl
 from pixelwise.engine.schedules import build_optimizer, build_scheduler
 from pixelwise.errors import ConfigError, DataError, TrainingError
+from pixelwise.hardware import describe_cpu
 from pixelwise.inference.predictor import Predictor
 from pixelwise.modeldir import read_model_config, resolve_model_dir
 from pixelwise.models import create_model
@@ -159,6 +160,7 @@ class _Run:
     init: InitReport | None = None
     tracker: tracking.Trackers = field(default_factory=tracking.Trackers)  # rank 0's, when train.log_to asks
     tracker_state: dict = field(default_factory=dict)  # the resumed session's tracking (its MLflow run id)
+    train_seconds: float = 0.0  # seconds of training steps over every session (the model card's training time)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -308,9 +310,12 @@ def _compiled(cfg: Config, model: torch.nn.Module, criterion, loader: DataLoader
     tc = cfg.train
     if tc.compile == "off":
         return model, {"asked": "off", "compiled": False}
-    if info.world > 1:
+    if info.world > 1:  # a recipe with compile: auto runs unchanged under torchrun, eager
+        if tc.compile == "auto":
+            return model, {"asked": "auto", "compiled": False, "why": "torch.compile is applied in single-process "
+                                                                       "runs only, and this one is DDP"}
         raise ConfigError("config key 'train.compile': torch.compile is applied in single-process runs only; set "
-                          "train.compile=off for DDP")
+                          "train.compile=off (or auto) for DDP")
     if tc.compile == "on":
         return torch.compile(model), {"asked": "on", "compiled": True}
     state = ckpt.rng_state()
@@ -341,6 +346,7 @@ def _resume(run: _Run) -> None:
         run.ema.load_state_dict(state["ema"])
     ckpt.set_rng_state(state["rng"])
     run.tracker_state = state.get("tracking") or {}
+    run.train_seconds = float(state.get("train_seconds", 0.0))
     if run.info.main and "record" in state:  # the log says what the checkpoint holds, each epoch once
         rows = [r for r in read_jsonl(run.out / "metrics.jsonl") if r.get("epoch", 0) < state["record"]["epoch"]]
         rows = list({r["epoch"]: r for r in rows}.values()) + [state["record"]]
@@ -351,6 +357,9 @@ def _save(run: _Run, directory: Path, epoch: int, metrics: dict | None = None, w
           train_state: dict | None = None, model: torch.nn.Module | None = None) -> None:
     a = run.save_args
     extra = {**a["extra"], "epoch": epoch, **({"metrics": metrics} if with_metrics else {})}
+    device = run.info.device  # what the model card says of how far training went, and where
+    extra["trained"] = {"steps": run.scheduler.steps, "seconds": round(run.train_seconds, 1), "processes": run.info.world,
+                        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else describe_cpu()}
     if model is None and run.ema is not None:
         extra["ema"] = {"decay": run.ema.decay, "updates": run.ema.updates}
     ckpt.save_checkpoint(model if model is not None else run.eval_model, directory, a["classes"], a["palette"],
@@ -416,6 +425,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
         loss, images = _train_epoch(run, tc, info, desc=f"epoch {epoch + 1}/{tc.epochs}", progress=progress,
                                     clock=_Clock(run.scheduler.elapsed), frozen=epoch < tc.freeze_encoder_epochs)
         seconds = time.time() - t0
+        run.train_seconds += seconds
         # images actually seen: a time-cut last epoch stops early and must not count the steps it skipped
         record = {"epoch": epoch + 1, "train_loss": loss, "lr": run.optimizer.param_groups[0]["lr"],
                   "seconds": round(seconds, 3), "images": images, "images_per_s": round(images / seconds, 2),
@@ -429,6 +439,7 @@ def _train(cfg: Config, out: Path, resume: bool, progress: bool, info: ddp.DistI
                      "tracking": run.tracker.state()}
             if run.ema is not None:
                 state["ema"] = run.ema.state_dict()
+            state["train_seconds"] = run.train_seconds
             _save(run, out / "last", epoch + 1, last_val, train_state=state, model=run.model)
             append_jsonl(out / "metrics.jsonl", record)
             run.tracker.epoch_end(record)
