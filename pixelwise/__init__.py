@@ -4,6 +4,7 @@
     model = pw.create_model("unet", num_classes=11)
     pw.save_model(model, "my_model", classes=[...])
     model = pw.load_model("my_model")                             # nn.Module; model.pixelwise_config
+    model = pw.from_pretrained("user/name")                       # a Hub repo id, or a local directory
     pred = pw.Predictor.from_dir("my_model").predict(image)      # uint8 (H,W,3) -> Prediction
     scores = pw.evaluate("my_model", "camvid:/data/camvid")       # miou, pixel_acc, per_class_iou, ...
 
@@ -19,6 +20,10 @@ _API = {
     "save_model": "pixelwise.modeldir",
     "load_model": "pixelwise.modeldir",
     "read_model_config": "pixelwise.modeldir",
+    "save_pretrained": "pixelwise.hub",
+    "from_pretrained": "pixelwise.hub",
+    "push_to_hub": "pixelwise.hub",
+    "model_card": "pixelwise.modelcard",
     "Predictor": "pixelwise.inference.predictor",
     "Prediction": "pixelwise.tasks",
     "TASKS": "pixelwise.tasks",

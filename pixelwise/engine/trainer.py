@@ -358,7 +358,7 @@ def _save(run: _Run, directory: Path, epoch: int, metrics: dict | None = None, w
     a = run.save_args
     extra = {**a["extra"], "epoch": epoch, **({"metrics": metrics} if with_metrics else {})}
     device = run.info.device  # what the model card says of how far training went, and where
-    extra["trained"] = {"steps": run.scheduler.steps, "seconds": round(run.train_seconds, 1), "processes": run.info.world,
+    extra["trained"] = {"steps": run.scheduler.steps, "seconds": round(run.train_seconds, 3), "processes": run.info.world,
                         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else describe_cpu()}
     if model is None and run.ema is not None:
         extra["ema"] = {"decay": run.ema.decay, "updates": run.ema.updates}

@@ -331,6 +331,15 @@ class Predictor:
                    tile_batch=tile_batch, crf=crf, task=task, task_options=task_options,
                    int8_graph=int8_graph if int8_graph is not None and int8_graph.is_file() else None)
 
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, revision: str | None = None, cache_dir: str | Path | None = None,
+                        token: str | None = None, **options) -> "Predictor":
+        """`from_dir` on a local model directory or a Hugging Face Hub repo id (`pixelwise.hub.snapshot`:
+        downloaded and cached); `options` are from_dir's."""
+        from pixelwise.hub import snapshot
+
+        return cls.from_dir(snapshot(name_or_path, revision, cache_dir, token), **options)
+
     def for_task(self, task: str, task_options: dict | None = None) -> "Predictor":
         """The same prepared model read as another task (e.g. "instance" for a panoptic model): a
         Predictor sharing the model, its precision, tiles, TTA and CRF."""
