@@ -458,6 +458,61 @@ def predict_ray_command(ctx: click.Context, model_dir: str, images: tuple[str, .
         sys.exit(1)
 
 
+# ---- GeoTIFF scenes (georeferenced .tif / .tiff): window by window, pixelwise.inference.geotiff ---------------
+
+SCENE_OPTIONS = ("probabilities", "polygons")  # outputs of scenes only
+
+
+def refuse_scene_options(ctx: click.Context, images: tuple[str, ...], formats, overlay: bool,
+                         ray_address: str | None) -> None:
+    """--probabilities / --polygons apply to GeoTIFF scenes predicted window by window: every input a scene,
+    no --ray, no --overlay, no --format but tif."""
+    from pixelwise.inference.geotiff import is_scene
+
+    if ray_address is not None:
+        refuse(ctx, SCENE_OPTIONS, "does not apply with --ray (GeoTIFF scenes are predicted here, window by window)")
+    if overlay or any(f != "tif" for f in formats):
+        refuse(ctx, SCENE_OPTIONS, "applies to GeoTIFF scenes predicted window by window: drop --overlay and any "
+                                   "--format but tif")
+    other = next((p for p in expand_images(images) if not is_scene(p)), None)
+    if other is not None:
+        refuse(ctx, SCENE_OPTIONS, f"applies to GeoTIFF scenes (.tif / .tiff with a CRS or transform); {other} is "
+                                   "not one")
+
+
+def predict_scenes_command(ctx: click.Context, predictor, paths: list[Path], out: str, formats, overlay: bool,
+                           probabilities: bool, polygons: bool, overwrite: bool) -> tuple[list[Path], int]:
+    """The GeoTIFF scenes among `paths`, each window by window into --out/NAME.tif (with NAME_probs.tif,
+    NAME.geojson), one line each, when the task writes GeoTIFF label maps and nothing read whole is asked for
+    (--overlay, a --format but tif). Returns (the other paths, for predict_files; how many scenes failed)."""
+    from pixelwise.inference.geotiff import check_scenes, is_scene, predict_scene, scene_predictor
+
+    if overlay or any(f != "tif" for f in formats) or "tif" not in predictor.task.formats:
+        refuse(ctx, SCENE_OPTIONS, f"applies to tasks that write GeoTIFF label maps; the {predictor.task.name} task "
+                                   f"writes {', '.join(predictor.task.formats)}")
+        return paths, 0
+    scenes = [p for p in paths if is_scene(p)]
+    if not scenes:
+        return paths, 0
+    if len(scenes) == len(paths):
+        refuse(ctx, ("workers",), "does not apply to GeoTIFF scenes (read window by window in this process)")
+    check_scenes(paths, out, probabilities, polygons)
+    click.echo(f"running: {scene_predictor(predictor, scenes[0]).describe()}; GeoTIFF scenes window by window",
+               err=True)
+    failed = 0
+    for scene in scenes:
+        try:
+            r = predict_scene(predictor, scene, out, probabilities, polygons, overwrite)
+        except PixelwiseError as exc:  # a damaged scene, one the model cannot read: named, and the others go on
+            click.echo(f"failed: {exc}", err=True)
+            failed += 1
+            continue
+        click.echo(f"skipped {scene}: {r.written[0]} exists (--overwrite predicts again)" if r.skipped else
+                   f"wrote {', '.join(map(str, r.written))} ({r.size[1]}x{r.size[0]} labels, the CRS and transform "
+                   f"of {scene}; {r.seconds:.1f} s)")
+    return [p for p in paths if p not in scenes], failed
+
+
 @cli.command()
 @click.argument("model_dir", type=click.Path())
 @click.argument("images", nargs=-1, required=True)
@@ -494,6 +549,10 @@ def predict_ray_command(ctx: click.Context, model_dir: str, images: tuple[str, .
               help="Volume input (.nii/.nii.gz, DICOM series folder): the intensity window of a model not trained "
                    "on nifti:/dicom: data (percentile, ct_soft, ct_lung, ct_bone, ct_brain or C,W); a model that "
                    "was takes its recipe's.")
+@click.option("--probabilities", is_flag=True,
+              help="GeoTIFF scenes: also write NAME_probs.tif, one uint8 band per class (255 x probability).")
+@click.option("--polygons", is_flag=True,
+              help="GeoTIFF scenes: also write NAME.geojson, class polygons in the raster's CRS.")
 @click.option("--device", default=None)
 @inference_options
 @click.pass_context
@@ -501,6 +560,7 @@ def predict(ctx: click.Context, model_dir: str, images: tuple[str, ...], out: st
             task_name: str | None, method: str | None, formats: tuple[str, ...], overwrite: bool, workers: int,
             ray_address: str | None, ray_workers: int, ray_cpus: float, ray_gpus: float,
             every: int, smooth: float, batch: int | None, window: str | None,
+            probabilities: bool, polygons: bool,
             device: str | None, precision: str, tile: int | None, overlap: float, tta: str | None, crf: str | None,
             task_options: tuple[str, ...]) -> None:
     """Predict images, folders or globs into --out, in the task's formats (and overlays); resumable.
@@ -509,11 +569,16 @@ def predict(ctx: click.Context, model_dir: str, images: tuple[str, ...], out: st
     video (class ids, lossless FFV1 .mkv), with --overlay the overlay video (H.264 .mp4), with --format
     per-frame files; Ctrl-C ends a live input cleanly. Needs pixelwise[video] (PyAV).
     A volume (.nii / .nii.gz, or a DICOM series folder): slice by slice into --out/NAME.nii.gz, a label
-    volume with the source's affine (pixelwise[medical])."""
+    volume with the source's affine (pixelwise[medical]).
+    A GeoTIFF scene (a .tif with a CRS or transform) of any size, for the semantic task: window by window into
+    --out/NAME.tif, the label map with the scene's CRS, transform and nodata (pixelwise[geo]); --overlay or a
+    --format but tif reads it whole instead."""
     from pixelwise.inference.batch import predict_files
     from pixelwise.inference.video import is_video
     from pixelwise.inference.volume import is_volume
 
+    if probabilities or polygons:  # GeoTIFF scenes only
+        refuse_scene_options(ctx, images, formats, overlay, ray_address)
     if any(is_volume(item) for item in images):
         refuse(ctx, ("overlay", "formats", "workers", "ray_address", "every", "smooth"),
                "does not apply to volume input (written as a NIfTI label volume)")
@@ -548,13 +613,19 @@ def predict(ctx: click.Context, model_dir: str, images: tuple[str, ...], out: st
     if not paths:
         raise PixelwiseError(f"no images found in {' '.join(images)}")
     predictor = build_predictor(model_dir, task_name, method, device, precision, tile, overlap, tta, crf, task_options)
+    paths, scenes_failed = predict_scenes_command(ctx, predictor, paths, out, formats, overlay, probabilities,
+                                                  polygons, overwrite)  # GeoTIFF scenes, window by window
+    if not paths:  # every input was a scene
+        if scenes_failed:
+            sys.exit(1)
+        return
     result = predict_files(predictor, paths, out, formats, overlay=overlay, overwrite=overwrite,
                            num_workers=workers)
     failed = result.failed
     click.echo(f"wrote {len(result.written)} {predictor.task.name} predictions to {out}"
                + (f"; skipped {len(result.skipped)} already done" if result.skipped else "")
                + (f"; {len(failed)} failed" if failed else ""))
-    if failed:
+    if failed or scenes_failed:
         sys.exit(1)
 
 

@@ -19,6 +19,10 @@ read, and every problem is a one-line DataError naming the file.
 `write_geotiff(path, array, meta)` writes a tiled, deflate-compressed GeoTIFF atomically (needs rasterio).
 `read_image_file` / `read_label_file` are what dataset formats call: rasters through this module, every other
 image through `pixelwise.data.io` (as are TIFFs when neither rasterio nor tifffile is installed).
+Window by window (rasterio; a scene larger than memory, `pixelwise.inference.geotiff`, and the `geotiff:`
+format's band selection): `open_raster` (GDAL's block cache bounded), `header_meta`, `read_window`,
+`nodata_pixels` (the one nodata rule: every band equal to the nodata value) and `GeoTiffRows`, a GeoTIFF written
+row band by row band.
 """
 from __future__ import annotations
 
@@ -425,7 +429,7 @@ def write_geotiff(path: str | Path, array: np.ndarray, meta: dict | None = None,
     if rasterio is None:
         raise DataError(f"{path}: writing a GeoTIFF needs rasterio: {GEO_HINT}")
     bands = _bands_to_write(path, np.asarray(array))
-    profile = _geotiff_profile(rasterio, path, bands, meta or {}, nodata)
+    profile = _geotiff_profile(rasterio, path, *bands.shape, bands.dtype, meta or {}, nodata)
     names = (meta or {}).get("band_names")
     if names and len(names) != len(bands):
         raise DataError(f"{path}: {len(names)} band names for {len(bands)} bands")
@@ -464,16 +468,16 @@ def _bands_to_write(path: Path, array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(array, -1, 0))
 
 
-def _geotiff_profile(rasterio, path: Path, bands: np.ndarray, meta: dict, nodata) -> dict:
+def _geotiff_profile(rasterio, path: Path, count: int, h: int, w: int, dtype, meta: dict, nodata) -> dict:
     """rasterio's creation options: tiles of up to 256 x 256 (multiples of 16), deflate with a predictor."""
     from affine import Affine  # rasterio's own dependency
 
-    count, h, w = bands.shape
+    dtype = np.dtype(dtype)
     block = min(256, max(16, -(-max(h, w) // 16) * 16))
-    profile = {"driver": "GTiff", "width": w, "height": h, "count": count, "dtype": bands.dtype.name,
+    profile = {"driver": "GTiff", "width": w, "height": h, "count": count, "dtype": dtype.name,
                "tiled": True, "blockxsize": block, "blockysize": block, "compress": "deflate",
-               "predictor": 3 if bands.dtype.kind == "f" else 2, "BIGTIFF": "IF_SAFER",
-               "photometric": "RGB" if count == 3 and bands.dtype == np.uint8 else "MINISBLACK"}
+               "predictor": 3 if dtype.kind == "f" else 2, "BIGTIFF": "IF_SAFER",
+               "photometric": "RGB" if count == 3 and dtype == np.uint8 else "MINISBLACK"}
     nodata = meta.get("nodata") if nodata is None else nodata
     if nodata is not None:
         profile["nodata"] = nodata
@@ -485,3 +489,171 @@ def _geotiff_profile(rasterio, path: Path, bands: np.ndarray, meta: dict, nodata
     except Exception as exc:  # noqa: BLE001 - CRSError, TypeError on a malformed meta
         raise DataError(f"{path}: the raster meta's crs or transform is not valid ({_reason(exc)})") from None
     return profile
+
+
+# ---- window by window: rasters larger than memory ------------------------------------------------------------
+
+# GDAL's block cache while a raster is read or written by windows (its default: 5% of RAM, which counts in the
+# resident set): a row of 1024-px tiles of a 30000-px wide 3-band uint8 scene is 113 MB of blocks
+GDAL_CACHE_MB = 128
+
+
+@contextmanager
+def open_raster(path: str | Path, max_pixels: int | None = MAX_PIXELS):
+    """An open rasterio dataset of a TIFF, to read windows of (`read_window`), inside a GDAL environment whose
+    block cache is bounded to GDAL_CACHE_MB. A DataError naming the file when it cannot be opened, or when
+    its declared size is past `max_pixels` (None: any size, for reading window by window)."""
+    path = Path(path)
+    rasterio = _rasterio()
+    if rasterio is None:
+        raise DataError(f"{path}: reading a raster window by window needs rasterio: {GEO_HINT}")
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        try:
+            ds = rasterio.open(path)
+        except Exception as exc:  # noqa: BLE001 - GDAL's errors on any bad file
+            raise _not_tiff(path, exc) from None
+        with ds:
+            limit = ds.height * ds.width if max_pixels is None else max_pixels
+            _check_shape(path, ds.height, ds.width, ds.count, limit)
+            yield ds
+
+
+def header_meta(ds, bands: list[int] | None = None) -> dict:
+    """The meta dict (module docstring) of an open rasterio dataset, from its header alone; band names of
+    `bands` (GDAL's 1-based numbers; default all), dtype as `read_window` gives it."""
+    bands = bands or list(range(1, ds.count + 1))
+    georeferenced = ds.crs is not None or not ds.transform.is_identity
+    names = [ds.descriptions[b - 1] for b in bands]
+    dtype = ds.dtypes[bands[0] - 1]
+    return raster_meta("float32" if dtype in TO_FLOAT32 else dtype, crs=ds.crs.to_wkt() if ds.crs is not None else None,
+                       transform=list(ds.transform)[:6] if georeferenced else None,
+                       band_names=names if all(names) else None, nodata=ds.nodata)
+
+
+def image_bands(ds) -> list[int]:
+    """The band numbers (1-based) `read_raster` reads of an open dataset: all, less an alpha band beside R, G, B."""
+    return [i + 1 for i in _without_alpha([str(c.name) for c in ds.colorinterp])]
+
+
+def read_window(ds, bands: list[int], y: int, x: int, h: int, w: int) -> np.ndarray:
+    """Rows [y, y + h) and columns [x, x + w) of an open dataset, clipped to it, of `bands` (1-based) ->
+    (h', w', B) in an image dtype (as `read_raster` gives: int32 and float64 as float32); a damaged block is a
+    DataError naming the file and the window."""
+    from rasterio.windows import Window
+
+    y1, x1 = min(y + h, ds.height), min(x + w, ds.width)
+    try:
+        data = ds.read(list(bands), window=Window(x, y, x1 - x, y1 - y))
+    except MemoryError:
+        raise ImageTooLarge(f"{ds.name}: not enough memory to read a {x1 - x}x{y1 - y} window") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged tile or strip
+        raise DataError(f"{ds.name}: truncated or corrupt TIFF (the window of rows {y}..{y1 - 1}, columns "
+                        f"{x}..{x1 - 1}): {_root_reason(exc)}") from None
+    return _image_dtype(np.moveaxis(data, 0, -1), ds.name)
+
+
+def nodata_pixels(image: np.ndarray, nodata) -> np.ndarray | None:
+    """bool (H, W): the pixels of an (H, W, B) image whose every band holds `nodata` (NaN matches NaN): GDAL's
+    rule for a dataset's nodata mask. None when there is no nodata value."""
+    if nodata is None:
+        return None
+    if isinstance(nodata, float) and np.isnan(nodata):
+        return np.isnan(image).all(axis=-1)
+    return (image == nodata).all(axis=-1)
+
+
+class GeoTiffRows:
+    """A GeoTIFF of (count, height, width) written top to bottom, row band by row band (`write`), opened once:
+    tiled, deflate-compressed, with `meta`'s crs and transform, `nodata` set and the bands named. Rows are held
+    back until they fill whole rows of blocks, so every compressed block is written once (GDAL writes a block
+    written again into new space: the file would grow). Written under a temporary name beside `path` and
+    renamed in by `close`; `abort`, or an exception inside `with`, removes it. GDAL's block cache is bounded to
+    GDAL_CACHE_MB while it is open."""
+
+    def __init__(self, path: str | Path, count: int, height: int, width: int, dtype, meta: dict | None = None,
+                 nodata=None, band_names: list[str] | None = None, photometric: str | None = None):
+        self.path, self.count, self.height, self.width = Path(path), count, height, width
+        rasterio = _rasterio()
+        if rasterio is None:
+            raise DataError(f"{self.path}: writing a GeoTIFF needs rasterio: {GEO_HINT}")
+        if band_names and len(band_names) != count:
+            raise DataError(f"{self.path}: {len(band_names)} band names for {count} bands")
+        profile = _geotiff_profile(rasterio, self.path, count, height, width, dtype, meta or {}, nodata)
+        if photometric:
+            profile["photometric"] = photometric
+        self.dtype, self.block = np.dtype(dtype), profile["blockysize"]
+        self.held: list[np.ndarray] = []
+        self.written = self.received = 0  # rows in the file / rows given to write
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        self.env, self.ds = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), None
+        self.env.__enter__()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                self.ds = rasterio.open(self.tmp, "w", **profile)
+            for i, name in enumerate(band_names or []):
+                self.ds.set_band_description(i + 1, str(name))
+        except Exception as exc:  # noqa: BLE001 - GDAL's errors: disk full, permissions
+            self.abort()
+            raise DataError(f"{self.path}: cannot write the GeoTIFF ({_reason(exc)})") from None
+
+    def __enter__(self) -> "GeoTiffRows":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write(self, rows: np.ndarray) -> None:
+        """The next rows: (count, r, width), or (r, width) for one band."""
+        rows = rows[None] if rows.ndim == 2 else rows
+        if rows.shape[0] != self.count or rows.shape[2] != self.width or self.received + rows.shape[1] > self.height:
+            raise ValueError(f"{self.path}: rows of shape {rows.shape} after {self.received} of {self.height} rows of "
+                             f"{self.count} x {self.width}")
+        self.held.append(rows.astype(self.dtype, copy=False))
+        self.received += rows.shape[1]
+        if self.received == self.height or self.received - self.written >= self.block:
+            self._flush()
+
+    def _flush(self) -> None:
+        from rasterio.windows import Window
+
+        held = np.concatenate(self.held, axis=1) if len(self.held) > 1 else self.held[0]
+        n = held.shape[1] if self.received == self.height else held.shape[1] // self.block * self.block
+        try:
+            self.ds.write(held[:, :n], window=Window(0, self.written, self.width, n))
+        except Exception as exc:  # noqa: BLE001 - GDAL's errors: disk full
+            self.abort()
+            raise DataError(f"{self.path}: cannot write the GeoTIFF ({_reason(exc)})") from None
+        self.held = [np.ascontiguousarray(held[:, n:])] if n < held.shape[1] else []
+        self.written += n
+
+    def close(self) -> Path:
+        """Finish the file and rename it in; every row must have been written."""
+        if self.received != self.height:
+            self.abort()
+            raise DataError(f"{self.path}: only {self.received} of {self.height} rows were written")
+        try:
+            self.ds.close()
+            self.tmp.replace(self.path)
+        except Exception as exc:  # noqa: BLE001 - GDAL's errors: disk full
+            raise DataError(f"{self.path}: cannot write the GeoTIFF ({_reason(exc)})") from None
+        finally:
+            self.abort()
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temporary file (nothing at `path` changes)."""
+        if self.ds is not None and not self.ds.closed:
+            self.ds.close()
+        if self.tmp.exists():
+            self.tmp.unlink()
+        if self.env is not None:
+            self.env.__exit__(None, None, None)
+            self.env = None

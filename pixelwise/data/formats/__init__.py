@@ -195,3 +195,6 @@ FORMATS.update({
 from pixelwise.data.formats import dicom, nifti  # noqa: E402  (volumes: nibabel / pydicom imported on use)
 
 FORMATS.update({"nifti": nifti.open_nifti, "dicom": dicom.open_dicom})
+from pixelwise.data.formats import geotiff  # noqa: E402  (remote sensing: rasterio imported on use)
+
+FORMATS["geotiff"] = geotiff.open_geotiff

@@ -1,0 +1,253 @@
+"""GeoTIFF scenes predicted window by window: `pixelwise predict MODEL_DIR scene.tif --out OUT`.
+
+A scene is a .tif / .tiff input whose header (rasterio; no pixel read) georeferences it: a CRS or an affine
+transform. Its pixels are never all in memory: the Predictor's tile grid (`pixelwise.inference.sliding`) is
+laid over the raster, each tile is a rasterio window read when the stitcher asks for it (`RasterWindows`, in
+place of an in-memory image, through the same fetchers and normalisation as `Predictor.iter_rows`), and each
+finished row band of blended logits is decoded by the task and written into outputs opened once
+(`pixelwise.data.raster.GeoTiffRows`):
+
+    OUT/NAME.tif          the label map: one band, uint8 (int32 past 255 classes), the source's CRS and
+                          transform, tiled 256 x 256, deflate; nodata 255 (int32: -1), the value of every pixel
+                          where the source is nodata (every band read equal to its nodata value)
+    OUT/NAME_probs.tif    with probabilities: one uint8 band per class, named by it, round(255 p) of the task's
+                          class probabilities (softmax); 0 in every band where the source is nodata
+    OUT/NAME.geojson      with polygons: class polygons in the raster's CRS (see `write_polygons`)
+
+The label map equals what `Predictor.predict` gives the whole image in memory with the same tile and overlap
+(same tiles, same pixels, same arithmetic), but for the source's nodata pixels, which are nodata. Without a
+tile size scenes run as AUTO_TILE-px tiles (a scene smaller than one tile is one tile: the one-pass answer).
+Memory is bounded by one row of tiles: the blending accumulator (classes x tile x width float32), one band of
+logits, the tile batch and GDAL's block cache (GDAL_CACHE_MB); benchmarks/geotiff_memory.py measures a
+30000 x 30000 scene. What cannot apply stops with one line: a model that resizes its input or the dense CRF
+asked for (both need the whole image; a CRF the model merely stores is left out), a task that writes no
+GeoTIFF label map. Outputs are written under temporary names and renamed in: a killed run leaves no output
+under its own name (at most a hidden .NAME.tif.tmpPID), and a scene whose outputs all exist is skipped unless
+`overwrite`. This module is `Predictor.iter_rows` with windows for the image: it runs the Predictor's own
+tile grid, tile batch and tile forward (`_grid`, `_tile_batch`, `_run_tiles`), so nothing differs but the reads.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pixelwise.constants import IGNORE_INDEX
+from pixelwise.data.raster import (TIFF_SUFFIXES, GeoTiffRows, header_meta, image_bands, nodata_pixels, open_raster,
+                                   read_window)
+from pixelwise.errors import DataError, PixelwiseError
+from pixelwise.hardware import release_freed_memory
+from pixelwise.inference import sliding
+from pixelwise.inference.predictor import AUTO_TILE
+from pixelwise.inference.tta import spell_tta
+
+POLYGON_ROWS = 1024  # rows vectorised at a time (a multiple of the 256-row blocks of the mask)
+
+
+@dataclass
+class SceneResult:
+    source: Path
+    written: list[Path] = field(default_factory=list)
+    skipped: bool = False
+    size: tuple[int, int] = (0, 0)  # (height, width)
+    seconds: float = 0.0
+
+
+def is_scene(path: str | Path) -> bool:
+    """Whether `path` is a GeoTIFF scene: a .tif/.tiff file rasterio opens whose header has a CRS or a
+    transform. Anything else (and a file that does not open: the usual path names its problem) is not."""
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
+        return False
+    try:
+        with open_raster(path, max_pixels=None) as ds:
+            return header_meta(ds)["transform"] is not None
+    except DataError:
+        return False
+
+
+def scene_outputs(path: str | Path, out_dir: str | Path, probabilities: bool = False,
+                  polygons: bool = False) -> list[Path]:
+    """The files a scene is predicted into: OUT/NAME.tif, and OUT/NAME_probs.tif, OUT/NAME.geojson."""
+    stem, out = Path(path).stem, Path(out_dir)
+    return ([out / f"{stem}.tif"] + ([out / f"{stem}_probs.tif"] if probabilities else [])
+            + ([out / f"{stem}.geojson"] if polygons else []))
+
+
+def check_scenes(paths: list[Path], out_dir: str | Path, probabilities: bool, polygons: bool) -> None:
+    """No two inputs share a stem, no output lands on an input; a DataError naming the file otherwise."""
+    stems: dict[str, Path] = {}
+    inputs = {p.resolve() for p in paths}
+    for p in paths:
+        if p.stem in stems:
+            raise DataError(f"{p}: same file stem as {stems[p.stem]}; their outputs would overwrite each other")
+        stems[p.stem] = p
+        for target in scene_outputs(p, out_dir, probabilities, polygons):
+            if target.resolve() in inputs:
+                raise DataError(f"{target}: this output would overwrite an input scene; choose another --out")
+
+
+class RasterWindows:
+    """An open raster seen as an (H, W, B) image of `bands` that reads only what is sliced: scene[y0:y1, x0:x1]
+    -> (y1 - y0, x1 - x0, B) (clipped to the raster), one rasterio window. `grey`: one band given three times
+    (an RGB model reads a grey scene as grey RGB)."""
+
+    def __init__(self, ds, bands: list[int], grey: bool = False):
+        self.ds, self.bands, self.grey = ds, bands, grey
+        self.shape = (ds.height, ds.width, 3 if grey else len(bands))
+
+    def __getitem__(self, key) -> np.ndarray:
+        rows, cols = key
+        y0, y1, _ = rows.indices(self.ds.height)
+        x0, x1, _ = cols.indices(self.ds.width)
+        window = read_window(self.ds, self.bands, y0, x0, y1 - y0, x1 - x0)
+        return np.repeat(window, 3, axis=2) if self.grey else window
+
+
+def model_bands(ds, path: Path, rgb: bool) -> tuple[list[int], bool]:
+    """(band numbers, grey) a model reads of a scene: all bands less an alpha band beside R, G, B for a
+    multi-band model (as `read_raster`); for an RGB model the first three bands that are not alpha, or one grey
+    band (a palette band, whose colours a model never saw, is refused)."""
+    if not rgb:
+        return image_bands(ds), False
+    bands = [i + 1 for i, c in enumerate(ds.colorinterp) if c.name != "alpha"]
+    if len(bands) == 1 and ds.colorinterp[bands[0] - 1].name == "palette":
+        raise DataError(f"{path}: a palette raster; an RGB model reads colours: expand it first "
+                        "(gdal_translate -expand rgb)")
+    if len(bands) == 2 or not bands:
+        raise DataError(f"{path}: {len(bands)} bands; an RGB model reads 3 (red, green, blue) or 1 (grey)")
+    return (bands, True) if len(bands) == 1 else (bands[:3], False)
+
+
+def scene_predictor(predictor, source: Path):
+    """The Predictor a scene runs: the one given, less a CRF it only stores; what needs the whole image (a
+    resize, a CRF asked for) or a task without GeoTIFF label maps stops with one line naming `source`."""
+    task = predictor.task
+    if "tif" not in task.formats or not task.pointwise:
+        raise PixelwiseError(f"{source}: the {task.name} task writes no GeoTIFF label map, so a scene is not "
+                             "predicted window by window for it; give --format (one of "
+                             f"{', '.join(task.formats)}) to predict it whole")
+    if predictor.resize:
+        raise PixelwiseError(f"{source}: this model resizes its input (preprocessing resize {predictor.resize}), "
+                             "which needs the whole image; a GeoTIFF scene is predicted window by window")
+    if predictor.crf is not None:
+        if "crf" not in predictor.stored:
+            raise PixelwiseError(f"{source}: the dense CRF needs the whole image; a GeoTIFF scene is predicted "
+                                 "window by window (drop --crf)")
+        predictor = predictor.with_options(tta=spell_tta(*predictor.tta), crf=None)
+    return predictor
+
+
+def _mask_type(num_classes: int) -> tuple[np.dtype, int]:
+    """(dtype, nodata) of the label map: uint8 and 255 up to 255 classes, else int32 and -1."""
+    return (np.dtype(np.uint8), IGNORE_INDEX) if num_classes <= IGNORE_INDEX else (np.dtype(np.int32), -1)
+
+
+def predict_scene(predictor, path: str | Path, out_dir: str | Path, probabilities: bool = False,
+                  polygons: bool = False, overwrite: bool = False, progress: bool = True) -> SceneResult:
+    """Predict one GeoTIFF scene window by window into `out_dir` (the module docstring's files)."""
+    path = Path(path)
+    targets = scene_outputs(path, out_dir, probabilities, polygons)
+    result = SceneResult(path)
+    if not overwrite and all(t.is_file() for t in targets):
+        result.skipped, result.written = True, targets
+        return result
+    predictor = scene_predictor(predictor, path)
+    start = time.perf_counter()
+    with open_raster(path, max_pixels=None) as ds:
+        bands, grey = model_bands(ds, path, predictor.spec.is_rgb)
+        scene = RasterWindows(ds, bands, grey)
+        predictor.check_image(scene[0:1, 0:1], str(path))  # band count and dtype, before any tile runs
+        meta, nodata = header_meta(ds, bands), ds.nodata
+        result.size = (ds.height, ds.width)
+        _write_maps(predictor, scene, meta, nodata, targets, probabilities, progress)
+    if polygons:
+        write_polygons(targets[0], targets[-1], predictor.classes)
+    result.written, result.seconds = targets, time.perf_counter() - start
+    return result
+
+
+@torch.inference_mode()
+def _write_maps(predictor, scene: RasterWindows, meta: dict, nodata, targets: list[Path], probabilities: bool,
+                progress: bool) -> None:
+    """Run the tiles row by row and write each finished band of labels (and probabilities)."""
+    h, w = scene.shape[:2]
+    classes = predictor.classes
+    dtype, void = _mask_type(len(classes))
+    fetch = (sliding.uint8_fetcher(scene, predictor.mean, predictor.std) if predictor.spec.is_rgb
+             else sliding.array_fetcher(scene, lambda tile: predictor.normalize(tile)[0]))
+    grid = predictor._grid(h, w, predictor.tile or AUTO_TILE)
+    georef = {"crs": meta["crs"], "transform": meta["transform"]}
+    with GeoTiffRows(targets[0], 1, h, w, dtype, georef, nodata=void, band_names=["class"]) as mask, \
+            (GeoTiffRows(targets[1], len(classes), h, w, np.uint8, georef, band_names=list(classes),
+                         photometric="MINISBLACK") if probabilities else nullcontext()) as probs, \
+            tqdm(total=h, desc=Path(targets[0]).stem, unit="rows", disable=not progress) as bar:
+        bands = sliding.iter_bands(predictor._run_tiles, fetch, grid, predictor.blend, predictor._tile_batch(grid))
+        for y0, y1, band in bands:
+            pred = predictor.task.decode(band, probs=probabilities)
+            labels = pred.semantic.astype(dtype)
+            missing = nodata_pixels(scene[y0:y1, 0:w], nodata) if nodata is not None else None
+            if missing is not None:
+                labels[missing] = void
+            mask.write(labels)
+            if probabilities:
+                scaled = np.rint(pred.probs * 255).astype(np.uint8)
+                if missing is not None:
+                    scaled[:, missing] = 0
+                probs.write(scaled)
+            bar.update(y1 - y0)
+            # the band and its decoding are freed now; glibc keeps such blocks in its arenas unless told, and
+            # across a 30000-px wide scene they added about 150 MB to the peak resident set
+            del band, pred, labels
+            release_freed_memory()
+
+
+def write_polygons(mask_path: Path, out_path: Path, classes: list[str], rows: int = POLYGON_ROWS) -> Path:
+    """The label map GeoTIFF -> GeoJSON class polygons in its CRS (rasterio.features.shapes, 4-connected),
+    vectorised `rows` rows at a time so memory stays bounded: a region that crosses a multiple of `rows` is cut
+    there into several polygons of its class that meet along that row edge (no shapely here to dissolve them);
+    rasterised back, the polygons give the label map exactly. Each feature's properties: class (id) and name.
+    Nodata pixels give no polygon. The file is a FeatureCollection with a "crs" member (the 2008 GeoJSON
+    spelling, which GDAL reads: EPSG:n when the CRS has a code, else its WKT), written to a temporary name
+    and renamed in."""
+    from affine import Affine  # rasterio's dependency
+    from rasterio.features import shapes
+    from rasterio.windows import Window
+
+    tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
+    try:
+        with open_raster(mask_path, max_pixels=None) as ds, open(tmp, "w") as f:
+            code = ds.crs.to_epsg() if ds.crs is not None else None
+            name = f"urn:ogc:def:crs:EPSG::{code}" if code else (ds.crs.to_wkt() if ds.crs is not None else None)
+            f.write('{"type": "FeatureCollection",')
+            if name:
+                f.write(f' "crs": {json.dumps({"type": "name", "properties": {"name": name}})},')
+            f.write(' "features": [')
+            first = True
+            for y0 in range(0, ds.height, rows):
+                window = Window(0, y0, ds.width, min(rows, ds.height - y0))
+                labels = ds.read(1, window=window)
+                valid = labels != ds.nodata if ds.nodata is not None else None
+                at = ds.transform @ Affine.translation(0, y0)  # the window's own transform
+                pieces = shapes(labels, mask=valid, connectivity=4, transform=at)
+                for geometry, value in pieces:
+                    cls = int(value)
+                    feature = {"type": "Feature", "properties": {"class": cls, "name": classes[cls]},
+                               "geometry": geometry}
+                    f.write(("\n" if first else ",\n") + json.dumps(feature))
+                    first = False
+            f.write("\n]}\n")
+        tmp.replace(out_path)
+    except OSError as exc:
+        raise DataError(f"{out_path}: cannot write the polygons ({exc})") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out_path
