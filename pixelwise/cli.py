@@ -630,6 +630,21 @@ def predict(ctx: click.Context, model_dir: str, images: tuple[str, ...], out: st
 
 
 @cli.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("repo_id")
+@click.option("--private", is_flag=True, help="Create the repo private (when it does not exist yet).")
+@click.option("--message", default=None, help="The commit message (default: the architecture and classes).")
+@click.option("--revision", default=None, help="The branch to push to (default: main).")
+def push(model_dir: str, repo_id: str, private: bool, message: str | None, revision: str | None) -> None:
+    """Upload a model directory (config.json, weights, model card) to the Hugging Face Hub repo REPO_ID
+    (user/name; created if missing). Needs pixelwise[hub] and a token (`hf auth login` or HF_TOKEN)."""
+    from pixelwise.hub import push_to_hub
+
+    url = push_to_hub(model_dir, repo_id, private=private, commit_message=message, revision=revision)
+    click.echo(f"pushed {model_dir} to {repo_id}: {url}")
+
+
+@cli.command()
 @click.argument("model_dir", type=click.Path())
 @click.option("--onnx", "onnx_path", default=None, type=click.Path(dir_okay=False),
               help="ONNX file to write (with --int8 it may be left out: the int8 graph then goes into the model "

@@ -265,3 +265,18 @@ def test_every_architecture_cites_a_paper_with_an_arxiv_id():
         title, arxiv = modelcard.paper(name)
         assert title and re.fullmatch(r"\d{4}\.\d{4,5}", arxiv or ""), name
 
+
+
+def test_push_command_uploads_and_a_refusal_is_one_line(saved, monkeypatch, capsys):
+    import huggingface_hub
+
+    from conftest import run_cli
+
+    FakeApi.calls = []
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    code, out, err = run_cli(["push", str(saved), "someone/camvid-unet", "--private"], capsys)
+    assert code == 0 and "pushed" in out and out.strip().endswith("/commit/abc"), err
+    (_, _, create, _), (_, upload) = FakeApi.calls
+    assert create["private"] and upload["folder_path"] == str(saved)
+    code, out, err = run_cli(["push", str(saved), "not a repo"], capsys)
+    assert code != 0 and "not a Hub repo id" in err and "Traceback" not in err
