@@ -276,3 +276,20 @@ def test_geotiff_dataset_problems_stop_with_one_line_naming_the_file(dataset_roo
                       f"{dataset_root / 'labels' / 'b.tif'})"
     linted = open_dataset(spec, "train", lint=True)  # the linter lists it and reads the rest
     assert len(linted) == 1 and linted.problems[0][0].endswith("b.tif") and "no label raster" in linted.problems[0][1]
+
+
+def test_data_check_of_a_geotiff_set_without_classes_txt_lists_it_with_the_orphans(dataset_root):
+    """As for the folder format: a missing class list is a problem listed with the others (an image raster
+    without its label raster), the label values found are counted, and a classes.txt is suggested."""
+    from pixelwise.data.check import check_dataset
+
+    (dataset_root / "classes.txt").unlink()
+    write_scene(dataset_root / "images" / "orphan.tif", np.ones((30, 40, 4), np.uint16), nodata=0)
+    report = check_dataset(f"geotiff:{dataset_root}")
+    files = [p.file.rsplit("/", 1)[-1] for p in report.problems]
+    assert files == ["classes.txt", "orphan.tif"], report.problems
+    assert not report.class_list and report.suggested_classes == ["class_0", "class_1", "class_2"]
+    (split,) = report.splits
+    assert split.num_read == 2 and sum(split.pixel_counts) + split.void_pixels == 2 * 30 * 40
+    with pytest.raises(DataError, match="no classes.txt"):  # training still needs the class list
+        open_dataset(f"geotiff:{dataset_root}", "train")

@@ -85,6 +85,27 @@ def _open(spec: str, split: str, **options) -> SegmentationDataset:
 
 # ---- helpers shared by the readers -------------------------------------------------------------------------
 
+NO_CLASS_LIST = "no class list (one class name per line, line i names label value i); pass classes=[...] or write one"
+
+
+def class_list(root: Path, classes: list[str] | None, labels: str) -> list[str]:
+    """The class names of a dataset of index labels: `classes` as given, else ROOT/classes.txt; a missing or
+    empty list, or more names than `labels` (e.g. "index masks") can hold next to the void 255, is one line."""
+    from pixelwise.data.classes import read_class_file
+
+    where = f"{root}: option classes"
+    if classes is None:
+        if not (root / "classes.txt").is_file():
+            raise DataError(f"{root}: no classes.txt (one class name per line); write one or pass classes=[...]")
+        classes, where = read_class_file(root / "classes.txt"), str(root / "classes.txt")
+    if not classes:
+        raise DataError(f"{root}: the class list is empty")
+    if len(classes) > IGNORE_INDEX:  # ids 0..254: 255 is the void label
+        raise DataError(f"{where}: {len(classes)} classes; {labels} hold at most {IGNORE_INDEX} "
+                        f"(ids 0..{IGNORE_INDEX - 1}, {IGNORE_INDEX} is void)")
+    return list(classes)
+
+
 def require_dir(path: Path, what: str) -> Path:
     """`path` if it is a folder, else a DataError naming it."""
     if not path.is_dir():

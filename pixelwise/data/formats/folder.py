@@ -32,7 +32,8 @@ import numpy as np
 
 from pixelwise.data.classes import read_class_file
 from pixelwise.data.dataset import SegmentationDataset
-from pixelwise.data.formats import apply_lut, check_size, identity_lut, label_lut, require_records
+from pixelwise.data.formats import (NO_CLASS_LIST, apply_lut, check_size, class_list, identity_lut, label_lut,
+                                    require_records)
 from pixelwise.data.io import DATASET_SUFFIXES, IMAGE_SUFFIXES, list_images, read_mask
 from pixelwise.data.raster import read_image_file, read_label_file
 from pixelwise.data.sample import Sample
@@ -215,22 +216,12 @@ def open_folder(root: Path, split: str, classes: list[str] | None = None, palett
         return SegmentationDataset(pairs, partial(_load_class_masks, classes), classes,
                                    [tuple(c) for c in palette or []], name=f"folder:{root} [{split}]",
                                    problems=problems or [])
-    where = f"{root}: option classes"
     if classes is None and lint and not (root / "classes.txt").is_file():
-        problems.append((str(root / "classes.txt"), "no class list (one class name per line, line i names label "
-                                                    "value i); pass classes=[...] or write one"))
+        problems.append((str(root / "classes.txt"), NO_CLASS_LIST))
         pairs = find_pairs(root, split, mask_suffix, suffixes=DATASET_SUFFIXES, problems=problems)
         load = partial(_load_pair, identity_lut(IGNORE_INDEX), f"0..{IGNORE_INDEX - 1}, {IGNORE_INDEX} = void")
         return SegmentationDataset(pairs, load, [], [], name=f"folder:{root} [{split}]", problems=problems)
-    if classes is None:
-        if not (root / "classes.txt").is_file():
-            raise DataError(f"{root}: no classes.txt (one class name per line); write one or pass classes=[...]")
-        classes, where = read_class_file(root / "classes.txt"), str(root / "classes.txt")
-    if not classes:
-        raise DataError(f"{root}: the class list is empty")
-    if len(classes) > IGNORE_INDEX:  # ids 0..254: 255 is the void label of every index mask
-        raise DataError(f"{where}: {len(classes)} classes; index masks hold at most {IGNORE_INDEX} "
-                        f"(ids 0..{IGNORE_INDEX - 1}, {IGNORE_INDEX} is void)")
+    classes = class_list(root, classes, "index masks")
     pairs = find_pairs(root, split, mask_suffix, suffixes=DATASET_SUFFIXES, problems=problems)
     lut = identity_lut(len(classes))
     if remap:

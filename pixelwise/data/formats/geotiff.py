@@ -31,9 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from pixelwise.constants import IGNORE_INDEX
-from pixelwise.data.classes import read_class_file
 from pixelwise.data.dataset import SegmentationDataset
-from pixelwise.data.formats import apply_lut, check_size, identity_lut
+from pixelwise.data.formats import NO_CLASS_LIST, apply_lut, check_size, class_list, identity_lut
 from pixelwise.data.formats.folder import MASK_DIRS, find_pairs
 from pixelwise.data.raster import (TIFF_SUFFIXES, header_meta, image_bands, nodata_pixels, open_raster,
                                    read_raster_labels, read_window)
@@ -147,21 +146,16 @@ def open_geotiff(root: Path, split: str, classes: list[str] | None = None, palet
     """Read the geotiff layout (see the module docstring)."""
     root = Path(root)
     chosen = parse_bands(root, bands)
-    where = f"{root}: option classes"
-    if classes is None:
-        if not (root / "classes.txt").is_file():
-            raise DataError(f"{root}: no classes.txt (one class name per line); write one or pass classes=[...]")
-        classes, where = read_class_file(root / "classes.txt"), str(root / "classes.txt")
-    if not classes:
-        raise DataError(f"{root}: the class list is empty")
-    if len(classes) > IGNORE_INDEX:
-        raise DataError(f"{where}: {len(classes)} classes; label rasters hold at most {IGNORE_INDEX} "
-                        f"(ids 0..{IGNORE_INDEX - 1}, {IGNORE_INDEX} is void)")
+    missing = classes is None and lint and not (root / "classes.txt").is_file()  # data check goes on without
+    classes = [] if missing else class_list(root, classes, "label rasters")
     pairs, problems = _pairs(root, split, lint)
     if chosen is not None:  # a band the rasters do not have stops at opening, naming the first image
         with open_raster(pairs[0][0]) as ds:
             _checked_bands(pairs[0][0], ds, chosen)
-    expected = f"0..{len(classes) - 1}, 255 = void, or the label raster's nodata value"
-    load = partial(_load, identity_lut(len(classes)), expected, chosen)
+    if missing:
+        problems = [(str(root / "classes.txt"), NO_CLASS_LIST), *problems]
+    top = len(classes) if classes else IGNORE_INDEX  # without a class list: every id a label raster can hold
+    expected = f"0..{top - 1}, 255 = void, or the label raster's nodata value"
+    load = partial(_load, identity_lut(top), expected, chosen)
     return SegmentationDataset(pairs, load, list(classes), [tuple(c) for c in palette or []],
                                name=f"geotiff:{root} [{split}]", problems=problems)
