@@ -293,3 +293,18 @@ def test_data_check_of_a_geotiff_set_without_classes_txt_lists_it_with_the_orpha
     assert split.num_read == 2 and sum(split.pixel_counts) + split.void_pixels == 2 * 30 * 40
     with pytest.raises(DataError, match="no classes.txt"):  # training still needs the class list
         open_dataset(f"geotiff:{dataset_root}", "train")
+
+
+def test_a_whole_image_geotiff_output_of_an_rgb_model_keeps_the_crs(model_dir, tmp_path, capsys):
+    """--format tif with --overlay reads an RGB GeoTIFF whole, as a photo: the mask still carries the source's
+    CRS and transform (from the header)."""
+    scene = tmp_path / "rgb.tif"
+    transform = Affine(0.5, 0, 300000.0, 0, -0.5, 2800000.0)
+    write_scene(scene, np.random.default_rng(1).integers(0, 255, (40, 56, 3)).astype(np.uint8), crs="EPSG:32640",
+                transform=transform)
+    code, out, err = run_cli(["predict", str(model_dir), str(scene), "--out", str(tmp_path / "o"), "--format", "tif",
+                              "--overlay", "--precision", "fp32"], capsys)
+    assert code == 0, err
+    with rasterio.open(tmp_path / "o" / "rgb.tif") as mask:
+        assert mask.crs.to_epsg() == 32640 and mask.transform == transform and mask.shape == (40, 56)
+    assert (tmp_path / "o" / "rgb_overlay.png").is_file()

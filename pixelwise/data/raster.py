@@ -533,6 +533,25 @@ def header_meta(ds, bands: list[int] | None = None) -> dict:
                        band_names=names if all(names) else None, nodata=ds.nodata)
 
 
+def georeferencing(path: str | Path) -> dict | None:
+    """The meta dict of a TIFF from its header alone (no pixel read) when it is georeferenced (a CRS or a
+    transform), else None: not a TIFF, rasterio not installed, no georeferencing, or a header GDAL cannot
+    read (reading the pixels then says what is wrong). For an RGB model's TIFF inputs, read as photos, so
+    their GeoTIFF outputs keep the CRS and transform."""
+    path = Path(path)
+    rasterio = _rasterio()
+    if rasterio is None or not _is_tiff(path):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        try:
+            with rasterio.open(path) as ds:
+                meta = header_meta(ds)
+        except Exception:  # noqa: BLE001 - the pixel read reports a damaged file in one line
+            return None
+    return meta if meta["crs"] is not None or meta["transform"] is not None else None
+
+
 def image_bands(ds) -> list[int]:
     """The band numbers (1-based) `read_raster` reads of an open dataset: all, less an alpha band beside R, G, B."""
     return [i + 1 for i in _without_alpha([str(c.name) for c in ds.colorinterp])]

@@ -27,8 +27,9 @@ class BatchResult:
 
 class _Images(Dataset):
     """paths -> (index, image or None, meta, error message or None); decoding errors are returned, not
-    raised, so one bad file does not stop the loader. Images are uint8 RGB; with `raster`, .tif/.tiff/.npy
-    files are read as raw bands with their georeferencing (a multi-band model's input)."""
+    raised, so one bad file does not stop the loader. Images are uint8 RGB (a georeferenced TIFF's CRS and
+    transform in meta["raster"]); with `raster`, .tif/.tiff/.npy files are read as raw bands with their
+    georeferencing (a multi-band model's input)."""
 
     def __init__(self, paths: Sequence[Path], raster: bool = False):
         self.paths, self.raster = list(paths), raster
@@ -38,13 +39,15 @@ class _Images(Dataset):
 
     def __getitem__(self, i: int):
         from pixelwise.data.io import read_image
-        from pixelwise.data.raster import is_raster_path, read_raster
+        from pixelwise.data.raster import georeferencing, is_raster_path, read_raster
 
         try:
             if self.raster and is_raster_path(self.paths[i]):
                 image, raster = read_raster(self.paths[i])
                 return i, image, {"raster": raster}, None
-            return i, read_image(self.paths[i]), {}, None
+            image = read_image(self.paths[i])
+            geo = georeferencing(self.paths[i])  # a GeoTIFF read as a photo keeps its CRS for --format tif
+            return i, image, ({"raster": geo} if geo else {}), None
         except PixelwiseError as exc:
             return i, None, {}, str(exc)
 

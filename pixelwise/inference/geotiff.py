@@ -136,7 +136,8 @@ def scene_predictor(predictor, source: Path):
                              f"{', '.join(task.formats)}) to predict it whole")
     if predictor.resize:
         raise PixelwiseError(f"{source}: this model resizes its input (preprocessing resize {predictor.resize}), "
-                             "which needs the whole image; a GeoTIFF scene is predicted window by window")
+                             "which needs the whole image; a GeoTIFF scene is predicted window by window. "
+                             "--format tif predicts a scene that fits in memory whole (its CRS and transform kept)")
     if predictor.crf is not None:
         if "crf" not in predictor.stored:
             raise PixelwiseError(f"{source}: the dense CRF needs the whole image; a GeoTIFF scene is predicted "
