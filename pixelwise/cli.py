@@ -481,7 +481,7 @@ def refuse_scene_options(ctx: click.Context, images: tuple[str, ...], formats, o
 
 
 def predict_scenes_command(ctx: click.Context, predictor, paths: list[Path], out: str, formats, overlay: bool,
-                           probabilities: bool, polygons: bool, overwrite: bool) -> tuple[list[Path], int]:
+                           probabilities: bool, polygons: str | None, overwrite: bool) -> tuple[list[Path], int]:
     """The GeoTIFF scenes among `paths`, each window by window into --out/NAME.tif (with NAME_probs.tif,
     NAME.geojson), one line each, when the task writes GeoTIFF label maps and nothing read whole is asked for
     (--overlay, a --format but tif). Returns (the other paths, for predict_files; how many scenes failed)."""
@@ -552,7 +552,9 @@ def predict_scenes_command(ctx: click.Context, predictor, paths: list[Path], out
 @click.option("--probabilities", is_flag=True,
               help="GeoTIFF scenes: also write NAME_probs.tif, one uint8 band per class (255 x probability).")
 @click.option("--polygons", is_flag=True,
-              help="GeoTIFF scenes: also write NAME.geojson, class polygons in the raster's CRS.")
+              help="GeoTIFF scenes: also write the class polygons in the raster's CRS (NAME.geojson).")
+@click.option("--polygon-format", type=click.Choice(["geojson", "gpkg"]), default=None,
+              help="With --polygons: geojson (default) or gpkg (a GeoPackage layer, through fiona).")
 @click.option("--device", default=None)
 @inference_options
 @click.pass_context
@@ -560,7 +562,7 @@ def predict(ctx: click.Context, model_dir: str, images: tuple[str, ...], out: st
             task_name: str | None, method: str | None, formats: tuple[str, ...], overwrite: bool, workers: int,
             ray_address: str | None, ray_workers: int, ray_cpus: float, ray_gpus: float,
             every: int, smooth: float, batch: int | None, window: str | None,
-            probabilities: bool, polygons: bool,
+            probabilities: bool, polygons: bool, polygon_format: str | None,
             device: str | None, precision: str, tile: int | None, overlap: float, tta: str | None, crf: str | None,
             task_options: tuple[str, ...]) -> None:
     """Predict images, folders or globs into --out, in the task's formats (and overlays); resumable.
@@ -579,6 +581,9 @@ def predict(ctx: click.Context, model_dir: str, images: tuple[str, ...], out: st
 
     if probabilities or polygons:  # GeoTIFF scenes only
         refuse_scene_options(ctx, images, formats, overlay, ray_address)
+    if polygon_format is not None and not polygons:
+        raise click.UsageError("--polygon-format applies with --polygons")
+    polygons = (polygon_format or "geojson") if polygons else None
     if any(is_volume(item) for item in images):
         refuse(ctx, ("overlay", "formats", "workers", "ray_address", "every", "smooth"),
                "does not apply to volume input (written as a NIfTI label volume)")

@@ -308,3 +308,63 @@ def test_a_whole_image_geotiff_output_of_an_rgb_model_keeps_the_crs(model_dir, t
     with rasterio.open(tmp_path / "o" / "rgb.tif") as mask:
         assert mask.crs.to_epsg() == 32640 and mask.transform == transform and mask.shape == (40, 56)
     assert (tmp_path / "o" / "rgb_overlay.png").is_file()
+
+
+def _blobs(seed: int, shape=(70, 90)) -> np.ndarray:
+    """A label map of 3 classes in blocky regions (many cross any row), a hole, and a nodata corner."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 3, (shape[0] // 7 + 1, shape[1] // 9 + 1)).astype(np.uint8)
+    labels = np.kron(coarse, np.ones((7, 9), np.uint8))[:shape[0], :shape[1]].copy()
+    labels[20:40, 30:60] = 1
+    labels[26:32, 40:48] = 2  # a hole in the class-1 block
+    labels[:5, :6] = 255
+    return labels
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_polygons_read_in_strips_are_the_regions_of_the_whole_mask(tmp_path, seed):
+    """Vectorised 8 rows at a time, regions crossing strip edges dissolve: the same regions (count and area per
+    class) as rasterio.features.shapes over the whole mask at once, and rasterised back the mask itself."""
+    from rasterio.features import shapes as whole_shapes
+    from shapely.geometry import shape
+
+    from pixelwise.inference.geotiff import strip_polygons, write_polygons
+
+    labels = _blobs(seed)
+    mask = write_scene(tmp_path / "mask.tif", labels[..., None], nodata=255)
+    with rasterio.open(mask) as ds:
+        pieces = [(shape(g), c) for g, c in strip_polygons(ds, rows=8)]
+    reference = [(shape(g), int(c)) for g, c in whole_shapes(labels, mask=labels != 255, connectivity=4,
+                                                                transform=TRANSFORM)]
+    key = (lambda items: sorted((c, round(g.area, 6)) for g, c in items))
+    assert len(pieces) == len(reference) and key(pieces) == key(reference)
+    assert any(g.interiors for g, _ in [(p.geoms[0] if p.geom_type == "MultiPolygon" else p, c)
+                                        for p, c in pieces])  # the hole is kept
+    out = write_polygons(mask, tmp_path / "mask.geojson", ["a", "b", "c"], rows=8)
+    features = json.loads(out.read_text())["features"]
+    burnt = rasterize([(f["geometry"], f["properties"]["class"]) for f in features], out_shape=labels.shape,
+                      transform=TRANSFORM, fill=255, dtype="uint8")
+    assert np.array_equal(burnt, labels)
+
+
+def test_polygons_as_a_geopackage_read_back_by_fiona(tmp_path):
+    fiona = pytest.importorskip("fiona")
+    from pixelwise.inference.geotiff import write_polygons
+
+    labels = _blobs(0)
+    mask = write_scene(tmp_path / "mask.tif", labels[..., None], nodata=255)
+    out = write_polygons(mask, tmp_path / "mask.gpkg", ["a", "b", "c"], rows=16, fmt="gpkg")
+    with fiona.open(out, layer="polygons") as layer:
+        assert layer.crs.to_epsg() == 32633 and layer.schema["geometry"] == "MultiPolygon"
+        records = [(dict(r["geometry"]), r["properties"]["class"], r["properties"]["name"]) for r in layer]
+    assert {n for _, c, n in records} == {"a", "b", "c"} and all(["a", "b", "c"][c] == n for _, c, n in records)
+    burnt = rasterize([(g, c) for g, c, _ in records], out_shape=labels.shape, transform=TRANSFORM, fill=255,
+                      dtype="uint8")
+    assert np.array_equal(burnt, labels)
+
+
+def test_polygon_format_needs_polygons(model_dir, tmp_path, capsys):
+    scene = write_scene(tmp_path / "s.tif", np.zeros((16, 16, 3), np.uint8))
+    code, _, err = run_cli(["predict", str(model_dir), str(scene), "--out", str(tmp_path / "o"), "--polygon-format",
+                            "gpkg"], capsys)
+    assert code == 2 and "--polygon-format applies with --polygons" in err and "Traceback" not in err

@@ -12,7 +12,8 @@ finished row band of blended logits is decoded by the task and written into outp
                           where the source is nodata (every band read equal to its nodata value)
     OUT/NAME_probs.tif    with probabilities: one uint8 band per class, named by it, round(255 p) of the task's
                           class probabilities (softmax); 0 in every band where the source is nodata
-    OUT/NAME.geojson      with polygons: class polygons in the raster's CRS (see `write_polygons`)
+    OUT/NAME.geojson      with polygons: class polygons in the raster's CRS, one per region (see `write_polygons`);
+                          OUT/NAME.gpkg with polygons="gpkg"
 
 The label map equals what `Predictor.predict` gives the whole image in memory with the same tile and overlap
 (same tiles, same pixels, same arithmetic), but for the source's nodata pixels, which are nodata. Without a
@@ -73,16 +74,33 @@ def is_scene(path: str | Path) -> bool:
         return False
 
 
+def polygon_format(polygons: bool | str | None) -> str | None:
+    """The polygon output asked for: None (none), True or "geojson", "gpkg"."""
+    if not polygons:
+        return None
+    fmt = "geojson" if polygons is True else polygons
+    if fmt not in POLYGON_FORMATS:
+        raise PixelwiseError(f"polygons: unknown format {fmt!r} (one of {', '.join(POLYGON_FORMATS)})")
+    return fmt
+
+
 def scene_outputs(path: str | Path, out_dir: str | Path, probabilities: bool = False,
-                  polygons: bool = False) -> list[Path]:
-    """The files a scene is predicted into: OUT/NAME.tif, and OUT/NAME_probs.tif, OUT/NAME.geojson."""
-    stem, out = Path(path).stem, Path(out_dir)
+                  polygons: bool | str | None = None) -> list[Path]:
+    """The files a scene is predicted into: OUT/NAME.tif, and OUT/NAME_probs.tif, OUT/NAME.geojson (or .gpkg)."""
+    stem, out, fmt = Path(path).stem, Path(out_dir), polygon_format(polygons)
     return ([out / f"{stem}.tif"] + ([out / f"{stem}_probs.tif"] if probabilities else [])
-            + ([out / f"{stem}.geojson"] if polygons else []))
+            + ([out / f"{stem}{POLYGON_FORMATS[fmt]}"] if fmt else []))
 
 
 def check_scenes(paths: list[Path], out_dir: str | Path, probabilities: bool, polygons: bool) -> None:
-    """No two inputs share a stem, no output lands on an input; a DataError naming the file otherwise."""
+    """No two inputs share a stem, no output lands on an input; a DataError naming the file otherwise. Polygons
+    asked for without shapely (or a GeoPackage without fiona) stop here, before any prediction."""
+    fmt = polygon_format(polygons)
+    for needed in (["shapely"] if fmt else []) + (["fiona"] if fmt == "gpkg" else []):
+        try:
+            __import__(needed)
+        except ImportError:
+            raise PixelwiseError(f"--polygons {fmt} needs {needed}: pip install 'pixelwise[geo]'") from None
     stems: dict[str, Path] = {}
     inputs = {p.resolve() for p in paths}
     for p in paths:
@@ -152,7 +170,7 @@ def _mask_type(num_classes: int) -> tuple[np.dtype, int]:
 
 
 def predict_scene(predictor, path: str | Path, out_dir: str | Path, probabilities: bool = False,
-                  polygons: bool = False, overwrite: bool = False, progress: bool = True) -> SceneResult:
+                  polygons: bool | str | None = None, overwrite: bool = False, progress: bool = True) -> SceneResult:
     """Predict one GeoTIFF scene window by window into `out_dir` (the module docstring's files)."""
     path = Path(path)
     targets = scene_outputs(path, out_dir, probabilities, polygons)
@@ -170,7 +188,7 @@ def predict_scene(predictor, path: str | Path, out_dir: str | Path, probabilitie
         result.size = (ds.height, ds.width)
         _write_maps(predictor, scene, meta, nodata, targets, probabilities, progress)
     if polygons:
-        write_polygons(targets[0], targets[-1], predictor.classes)
+        write_polygons(targets[0], targets[-1], predictor.classes, fmt=polygon_format(polygons))
     result.written, result.seconds = targets, time.perf_counter() - start
     return result
 
@@ -210,41 +228,27 @@ def _write_maps(predictor, scene: RasterWindows, meta: dict, nodata, targets: li
             release_freed_memory()
 
 
-def write_polygons(mask_path: Path, out_path: Path, classes: list[str], rows: int = POLYGON_ROWS) -> Path:
-    """The label map GeoTIFF -> GeoJSON class polygons in its CRS (rasterio.features.shapes, 4-connected),
-    vectorised `rows` rows at a time so memory stays bounded: a region that crosses a multiple of `rows` is cut
-    there into several polygons of its class that meet along that row edge (no shapely here to dissolve them);
-    rasterised back, the polygons give the label map exactly. Each feature's properties: class (id) and name.
-    Nodata pixels give no polygon. The file is a FeatureCollection with a "crs" member (the 2008 GeoJSON
-    spelling, which GDAL reads: EPSG:n when the CRS has a code, else its WKT), written to a temporary name
-    and renamed in."""
-    from affine import Affine  # rasterio's dependency
-    from rasterio.features import shapes
-    from rasterio.windows import Window
+POLYGON_FORMATS = {"geojson": ".geojson", "gpkg": ".gpkg"}
 
+
+def write_polygons(mask_path: Path, out_path: Path, classes: list[str], rows: int = POLYGON_ROWS,
+                   fmt: str = "geojson") -> Path:
+    """The label map GeoTIFF -> class polygons in its CRS, one feature per 4-connected region of a class
+    (properties: class id and name; holes kept; nodata pixels give none): GeoJSON (a FeatureCollection with
+    a "crs" member, the 2008 spelling GDAL reads: EPSG:n where the CRS has a code, else its WKT) or a
+    GeoPackage layer "polygons" (fiona). Memory stays bounded: `strip_polygons` vectorises `rows` rows at a
+    time and dissolves the regions that cross a strip edge. Rasterised back, the polygons are the label map.
+    Written to a temporary name and renamed in."""
+    if fmt not in POLYGON_FORMATS:
+        raise PixelwiseError(f"polygons: unknown format {fmt!r} (one of {', '.join(POLYGON_FORMATS)})")
     tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
     try:
-        with open_raster(mask_path, max_pixels=None) as ds, open(tmp, "w") as f:
-            code = ds.crs.to_epsg() if ds.crs is not None else None
-            name = f"urn:ogc:def:crs:EPSG::{code}" if code else (ds.crs.to_wkt() if ds.crs is not None else None)
-            f.write('{"type": "FeatureCollection",')
-            if name:
-                f.write(f' "crs": {json.dumps({"type": "name", "properties": {"name": name}})},')
-            f.write(' "features": [')
-            first = True
-            for y0 in range(0, ds.height, rows):
-                window = Window(0, y0, ds.width, min(rows, ds.height - y0))
-                labels = ds.read(1, window=window)
-                valid = labels != ds.nodata if ds.nodata is not None else None
-                at = ds.transform @ Affine.translation(0, y0)  # the window's own transform
-                pieces = shapes(labels, mask=valid, connectivity=4, transform=at)
-                for geometry, value in pieces:
-                    cls = int(value)
-                    feature = {"type": "Feature", "properties": {"class": cls, "name": classes[cls]},
-                               "geometry": geometry}
-                    f.write(("\n" if first else ",\n") + json.dumps(feature))
-                    first = False
-            f.write("\n]}\n")
+        with open_raster(mask_path, max_pixels=None) as ds:
+            features = strip_polygons(ds, rows)
+            if fmt == "geojson":
+                _write_geojson(tmp, ds.crs, features, classes)
+            else:
+                _write_gpkg(tmp, ds.crs, features, classes)
         tmp.replace(out_path)
     except OSError as exc:
         raise DataError(f"{out_path}: cannot write the polygons ({exc})") from None
@@ -252,3 +256,106 @@ def write_polygons(mask_path: Path, out_path: Path, classes: list[str], rows: in
         if tmp.exists():
             tmp.unlink()
     return out_path
+
+
+def strip_polygons(ds, rows: int = POLYGON_ROWS):
+    """Yield (GeoJSON-like geometry, class id) for each 4-connected region of the open label map `ds`, read
+    `rows` rows at a time (rasterio.features.shapes per strip). A region crossing a strip edge comes out of
+    shapes() as pieces, one per strip; the pieces touching the edge are held until the next strip, and those
+    that share a stretch of that edge with a piece of their class there (not a lone corner: 4-connectivity)
+    are dissolved into one polygon (shapely unary_union). Held pieces are bounded by the scene's width."""
+    from affine import Affine  # rasterio's dependency
+    from rasterio.features import shapes
+    from rasterio.windows import Window
+    from shapely.geometry import mapping, shape
+
+    held: list[tuple[object, int]] = []  # pieces touching the bottom edge of the strip read last
+    for y0 in range(0, ds.height, rows):
+        h = min(rows, ds.height - y0)
+        labels = ds.read(1, window=Window(0, y0, ds.width, h))
+        valid = labels != ds.nodata if ds.nodata is not None else None
+        at = ds.transform @ Affine.translation(0, y0)  # the strip's own transform
+        pieces = [(shape(g), int(v)) for g, v in shapes(labels, mask=valid, connectivity=4, transform=at)]
+        top, bottom = _edge(at, 0, ds.width), _edge(at, h, ds.width)
+        merged = _dissolve(held, pieces, top)
+        last = y0 + h >= ds.height
+        held = []
+        for geometry, cls in merged:
+            if not last and geometry.intersection(bottom).length > 0:
+                held.append((geometry, cls))
+            else:
+                yield mapping(geometry), cls
+    for geometry, cls in held:
+        yield mapping(geometry), cls
+
+
+def _edge(transform, row: int, width: int):
+    """The line along pixel row boundary `row` of a strip, in map coordinates."""
+    from shapely.geometry import LineString
+
+    return LineString([transform @ (0, row), transform @ (width, row)])
+
+
+def _dissolve(held: list, pieces: list, edge) -> list:
+    """`held` (pieces of the strip above touching `edge`) and this strip's `pieces`, with every group of
+    same-class pieces joined across `edge` by a shared stretch of it dissolved into one polygon."""
+    from shapely import STRtree
+    from shapely.ops import unary_union
+
+    if not held:
+        return pieces
+    items = held + pieces
+    parent = list(range(len(items)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    touching = [i for i, (g, _) in enumerate(pieces, len(held)) if g.intersection(edge).length > 0]
+    tree = STRtree([items[i][0] for i in touching])  # candidates by bounding box: no held x touching loop
+    for a, (ga, ca) in enumerate(held):
+        for j in tree.query(ga):
+            gb, cb = items[touching[j]]
+            if ca == cb and ga.intersection(gb).length > 0:  # a shared stretch of the edge, not a corner
+                parent[root(a)] = root(touching[j])
+    groups: dict[int, list[int]] = {}
+    for i in range(len(items)):
+        groups.setdefault(root(i), []).append(i)
+    return [(items[m[0]][0] if len(m) == 1 else unary_union([items[i][0] for i in m]), items[m[0]][1])
+            for m in groups.values()]
+
+
+def _write_gpkg(path: Path, crs, features, classes: list[str]) -> None:
+    """A GeoPackage with one layer "polygons" (fiona, GDAL's GPKG driver); polygons and multipolygons alike
+    are written as MultiPolygon, the layer's one geometry type."""
+    try:
+        import fiona
+    except ImportError:
+        raise PixelwiseError(f"{path.name[1:].rsplit('.tmp', 1)[0]}: GeoPackage output needs fiona: "
+                             "pip install 'pixelwise[geo]'") from None
+    schema = {"geometry": "MultiPolygon", "properties": {"class": "int", "name": "str"}}
+    with fiona.open(path, "w", driver="GPKG", layer="polygons", schema=schema,
+                    crs_wkt=crs.to_wkt() if crs is not None else None) as layer:
+        for geometry, cls in features:
+            if geometry["type"] == "Polygon":
+                geometry = {"type": "MultiPolygon", "coordinates": [geometry["coordinates"]]}
+            layer.write({"geometry": geometry, "properties": {"class": cls, "name": classes[cls]}})
+
+
+def _write_geojson(path: Path, crs, features, classes: list[str]) -> None:
+    code = crs.to_epsg() if crs is not None else None
+    name = f"urn:ogc:def:crs:EPSG::{code}" if code else (crs.to_wkt() if crs is not None else None)
+    with open(path, "w") as f:
+        f.write('{"type": "FeatureCollection",')
+        if name:
+            f.write(f' "crs": {json.dumps({"type": "name", "properties": {"name": name}})},')
+        f.write(' "features": [')
+        first = True
+        for geometry, cls in features:
+            feature = {"type": "Feature", "properties": {"class": cls, "name": classes[cls]},
+                       "geometry": geometry}
+            f.write(("\n" if first else ",\n") + json.dumps(feature))
+            first = False
+        f.write("\n]}\n")
