@@ -24,8 +24,8 @@ logits, the tile batch and GDAL's block cache (GDAL_CACHE_MB); benchmarks/geotif
 asked for (both need the whole image; a CRF the model merely stores is left out), a task that writes no
 GeoTIFF label map. Outputs are written under temporary names and renamed in: a killed run leaves no output
 under its own name (at most a hidden .NAME.tif.tmpPID), and a scene whose outputs all exist is skipped unless
-`overwrite`. This module is `Predictor.iter_rows` with windows for the image: it runs the Predictor's own
-tile grid, tile batch and tile forward (`_grid`, `_tile_batch`, `_run_tiles`), so nothing differs but the reads.
+`overwrite`. This module is `Predictor.iter_rows` with windows for the image: the bands come from the
+Predictor's own `tile_bands` (its tile grid, tile batch and tile forward), so nothing differs but the reads.
 """
 from __future__ import annotations
 
@@ -45,7 +45,6 @@ from pixelwise.data.raster import (TIFF_SUFFIXES, GeoTiffRows, header_meta, imag
                                    read_window)
 from pixelwise.errors import DataError, PixelwiseError
 from pixelwise.hardware import release_freed_memory
-from pixelwise.inference import sliding
 from pixelwise.inference.predictor import AUTO_TILE
 from pixelwise.inference.tta import spell_tta
 
@@ -200,16 +199,12 @@ def _write_maps(predictor, scene: RasterWindows, meta: dict, nodata, targets: li
     h, w = scene.shape[:2]
     classes = predictor.classes
     dtype, void = _mask_type(len(classes))
-    fetch = (sliding.uint8_fetcher(scene, predictor.mean, predictor.std) if predictor.spec.is_rgb
-             else sliding.array_fetcher(scene, lambda tile: predictor.normalize(tile)[0]))
-    grid = predictor._grid(h, w, predictor.tile or AUTO_TILE)
     georef = {"crs": meta["crs"], "transform": meta["transform"]}
     with GeoTiffRows(targets[0], 1, h, w, dtype, georef, nodata=void, band_names=["class"]) as mask, \
             (GeoTiffRows(targets[1], len(classes), h, w, np.uint8, georef, band_names=list(classes),
                          photometric="MINISBLACK") if probabilities else nullcontext()) as probs, \
             tqdm(total=h, desc=Path(targets[0]).stem, unit="rows", disable=not progress) as bar:
-        bands = sliding.iter_bands(predictor._run_tiles, fetch, grid, predictor.blend, predictor._tile_batch(grid))
-        for y0, y1, band in bands:
+        for y0, y1, band in predictor.tile_bands(scene, predictor.tile or AUTO_TILE):
             pred = predictor.task.decode(band, probs=probabilities)
             labels = pred.semantic.astype(dtype)
             missing = nodata_pixels(scene[y0:y1, 0:w], nodata) if nodata is not None else None

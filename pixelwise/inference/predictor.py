@@ -626,11 +626,19 @@ class Predictor:
         if not self._streams(h, w):
             yield 0, h, self.task.decode(self.image_outputs(image))
             return
-        fetch = (sliding.uint8_fetcher(image, self.mean, self.std) if self.spec.is_rgb
-                 else sliding.array_fetcher(image, lambda tile: self.normalize(tile)[0]))
-        grid = self._grid(h, w, self._tile_for(h, w))
-        for y0, y1, band in sliding.iter_bands(self._run_tiles, fetch, grid, self.blend, self._tile_batch(grid)):
+        for y0, y1, band in self.tile_bands(image, self._tile_for(h, w)):
             yield y0, y1, self.task.decode(band)
+
+    def tile_bands(self, image, tile: int) -> Iterator[tuple[int, int, sliding.Output]]:
+        """(y0, y1, outputs of rows y0..y1) of `image` tiled at `tile` px, top to bottom: the blended model
+        outputs ((C, y1 - y0, W) logits, or a dict of maps) band by band, before the task decodes them. `image`
+        is an (H, W, B) array already checked (`check_image`), or anything sliced as one (`image[y0:y1, x0:x1]`
+        and `.shape`), such as a raster read window by window (pixelwise.inference.geotiff)."""
+        h, w = image.shape[:2]
+        fetch = (sliding.uint8_fetcher(image, self.mean, self.std) if self.spec.is_rgb
+                 else sliding.array_fetcher(image, lambda crop: self.normalize(crop)[0]))
+        grid = self._grid(h, w, tile)
+        return sliding.iter_bands(self._run_tiles, fetch, grid, self.blend, self._tile_batch(grid))
 
     def labels(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """uint8 (H,W,3) -> the semantic label map (H,W) as uint8 (int32 past 256 classes), written into `out`
