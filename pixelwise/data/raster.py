@@ -261,7 +261,10 @@ def _multi_page(path: Path, pages: int) -> None:
                   "only the first is read", stacklevel=4)
 
 
-def _read_tiff_rasterio(rasterio, path: Path, max_pixels: int) -> tuple[np.ndarray, dict]:
+@contextmanager
+def _opened(rasterio, path: Path):
+    """An open rasterio dataset, GDAL's not-georeferenced warning quiet (a photo TIFF has no georeferencing);
+    a file GDAL cannot open is one DataError naming it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         try:
@@ -269,26 +272,31 @@ def _read_tiff_rasterio(rasterio, path: Path, max_pixels: int) -> tuple[np.ndarr
         except Exception as exc:  # noqa: BLE001 - GDAL's errors on any bad file
             raise _not_tiff(path, exc) from None
         with ds:
-            _check_shape(path, ds.height, ds.width, ds.count, max_pixels)
-            try:
-                pages = _gdal_pages(rasterio, ds, max_pixels)
-                bands = pages if pages is not None else ds.read()
-            except DataError:
-                raise
-            except MemoryError:
-                raise ImageTooLarge(f"{path}: not enough memory to read this {ds.width}x{ds.height} raster of "
-                                    f"{ds.count} bands") from None
-            except Exception as exc:  # noqa: BLE001 - a damaged tile or strip
-                raise DataError(f"{path}: truncated or corrupt TIFF ({ds.width}x{ds.height}): "
-                                f"{_root_reason(exc)}") from None
-            keep = _without_alpha([str(c.name) for c in ds.colorinterp])
-            array = np.moveaxis(bands if pages is not None else bands[keep], 0, -1)
-            georeferenced = ds.crs is not None or not ds.transform.is_identity
-            names = list(ds.descriptions) if pages is None else []
-            meta = {"crs": ds.crs.to_wkt() if ds.crs is not None else None,
-                    "transform": list(ds.transform)[:6] if georeferenced else None,
-                    "band_names": [names[i] for i in keep] if names and all(names) else None,
-                    "nodata": ds.nodata}
+            yield ds
+
+
+def _read_tiff_rasterio(rasterio, path: Path, max_pixels: int) -> tuple[np.ndarray, dict]:
+    with _opened(rasterio, path) as ds:
+        _check_shape(path, ds.height, ds.width, ds.count, max_pixels)
+        try:
+            pages = _gdal_pages(rasterio, ds, max_pixels)
+            bands = pages if pages is not None else ds.read()
+        except DataError:
+            raise
+        except MemoryError:
+            raise ImageTooLarge(f"{path}: not enough memory to read this {ds.width}x{ds.height} raster of "
+                                f"{ds.count} bands") from None
+        except Exception as exc:  # noqa: BLE001 - a damaged tile or strip
+            raise DataError(f"{path}: truncated or corrupt TIFF ({ds.width}x{ds.height}): "
+                            f"{_root_reason(exc)}") from None
+        keep = _without_alpha([str(c.name) for c in ds.colorinterp])
+        array = np.moveaxis(bands if pages is not None else bands[keep], 0, -1)
+        georeferenced = ds.crs is not None or not ds.transform.is_identity
+        names = list(ds.descriptions) if pages is None else []
+        meta = {"crs": ds.crs.to_wkt() if ds.crs is not None else None,
+                "transform": list(ds.transform)[:6] if georeferenced else None,
+                "band_names": [names[i] for i in keep] if names and all(names) else None,
+                "nodata": ds.nodata}
     return array, meta
 
 
@@ -509,16 +517,10 @@ def open_raster(path: str | Path, max_pixels: int | None = MAX_PIXELS):
         raise DataError(f"{path}: reading a raster window by window needs rasterio: {GEO_HINT}")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), warnings.catch_warnings():
-        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        try:
-            ds = rasterio.open(path)
-        except Exception as exc:  # noqa: BLE001 - GDAL's errors on any bad file
-            raise _not_tiff(path, exc) from None
-        with ds:
-            limit = ds.height * ds.width if max_pixels is None else max_pixels
-            _check_shape(path, ds.height, ds.width, ds.count, limit)
-            yield ds
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), _opened(rasterio, path) as ds:
+        limit = ds.height * ds.width if max_pixels is None else max_pixels
+        _check_shape(path, ds.height, ds.width, ds.count, limit)
+        yield ds
 
 
 def header_meta(ds, bands: list[int] | None = None) -> dict:
@@ -542,13 +544,11 @@ def georeferencing(path: str | Path) -> dict | None:
     rasterio = _rasterio()
     if rasterio is None or not _is_tiff(path):
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        try:
-            with rasterio.open(path) as ds:
-                meta = header_meta(ds)
-        except Exception:  # noqa: BLE001 - the pixel read reports a damaged file in one line
-            return None
+    try:
+        with _opened(rasterio, path) as ds:
+            meta = header_meta(ds)
+    except DataError:  # the pixel read reports a damaged file in one line
+        return None
     return meta if meta["crs"] is not None or meta["transform"] is not None else None
 
 
