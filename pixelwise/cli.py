@@ -487,7 +487,9 @@ def predict_scenes_command(ctx: click.Context, predictor, paths: list[Path], out
     (--overlay, a --format but tif). Returns (the other paths, for predict_files; how many scenes failed)."""
     from pixelwise.inference.geotiff import check_scenes, is_scene, predict_scene, scene_predictor
 
-    if overlay or any(f != "tif" for f in formats) or "tif" not in predictor.task.formats:
+    if overlay or any(f != "tif" for f in formats):  # read whole, as any image (refuse_scene_options has run)
+        return paths, 0
+    if "tif" not in predictor.task.formats:
         refuse(ctx, SCENE_OPTIONS, f"applies to tasks that write GeoTIFF label maps; the {predictor.task.name} task "
                                    f"writes {', '.join(predictor.task.formats)}")
         return paths, 0
